@@ -1,0 +1,75 @@
+"""The `haares` command: one Typer app; each command lives in its own module under cli/.
+
+Commands import torch lazily (only `worker`, `run` and `bench` need it), so `haares status`,
+`enqueue` and `report` start fast. User mistakes (HaaresError, ConfigError) become one line on
+stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+
+from haares import __version__
+
+app = typer.Typer(
+    name="haares",
+    help="Paired-experiment orchestrator for residual-routing research (HAARES, Block AttnRes, baselines).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+# Each module registers its commands on `app` when imported (`register(app)`).
+COMMAND_MODULES: list[str] = []
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"haares {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    """Paired-experiment orchestrator for residual-routing research."""
+
+
+for _name in COMMAND_MODULES:
+    importlib.import_module(f"haares.cli.{_name}").register(app)
+
+
+def main() -> None:
+    """Console-script entry point: run the app, turning user errors into one line and exit 2."""
+    from haares.config import ConfigError
+    from haares.errors import HaaresError
+
+    try:
+        app(standalone_mode=False)
+    except (HaaresError, ConfigError) as exc:
+        typer.secho(f"error: {exc}", err=True, fg="red")
+        sys.exit(2)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+    except Exception as exc:  # click usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

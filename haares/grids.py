@@ -1,0 +1,188 @@
+"""Grids: the paper's experiments as data, expanded into paired runs by a pure function.
+
+A grid is a base config, optional *cells* (conditions such as depth or block count, each a set of
+overrides), named *methods* (overrides), seeds, and the baseline method the others are compared
+against. A **pair** is every method of one (cell, seed): same data order (data seed 42), same
+initial backbone weights. Imports neither torch nor SQLAlchemy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from haares.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from haares.errors import HaaresError
+
+PAPER_SEEDS = (42, 123, 2026)
+
+
+def family(name: str, n_layers: int, **model: Any) -> ModelConfig:
+    """A paper model family (small / medium / large) at a depth, 8 heads."""
+    widths = {"small": (128, 1024), "medium": (512, 2048), "large": (768, 3072)}
+    d_model, d_ff = widths[name]
+    return ModelConfig(d_model=d_model, d_ff=d_ff, n_layers=n_layers, n_heads=8, **model)
+
+
+OWT_CHAR = DataConfig(dataset="openwebtext", tokenizer="char")
+OWT_BPE = DataConfig(dataset="openwebtext", tokenizer="bpe4096")
+MEDIUM_48 = RunConfig(model=family("medium", 48), data=OWT_CHAR, train=TrainConfig(steps=30_000))
+
+THREE_METHODS = {
+    "standard": {"model.residual": "standard"},
+    "block_attnres": {"model.residual": "block_attnres"},
+    "haares": {"model.residual": "haares"},
+}
+ROUTERS = {"block_attnres": THREE_METHODS["block_attnres"], "haares": THREE_METHODS["haares"]}
+FIVE_METHODS = {
+    "standard": {"model.residual": "standard"},
+    "rezero": {"model.residual": "rezero"},
+    "layerscale": {"model.residual": "layerscale"},
+    **ROUTERS,
+}
+ABLATIONS = {
+    "block_attnres": {"model.residual": "block_attnres"},
+    "haares_dup_b": {"model.residual": "haares", "model.detail": "dup_cumulative"},
+    "haares_random_sign": {"model.residual": "haares", "model.detail": "random_sign"},
+    "haares_bias_0": {"model.residual": "haares", "model.detail_bias": 0.0},
+    "haares_bias_-2": {"model.residual": "haares", "model.detail_bias": -2.0},
+    "haares_bias_-4": {"model.residual": "haares", "model.detail_bias": -4.0},
+    "haares_no_rms": {"model.residual": "haares", "model.rms_match": False},
+    "haares": {"model.residual": "haares"},
+}
+
+DOMAIN_DATASETS = ("tinystories", "wikitext103", "yelp", "codesearchnet_python")
+DOMAIN_STEPS = {12: 50_000, 24: 50_000, 48: 30_000}
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A named set of paired runs: cells x methods x seeds over one base config."""
+
+    name: str
+    base: RunConfig
+    methods: dict[str, dict[str, Any]]
+    seeds: tuple[int, ...]
+    baseline: str
+    paper: str = ""
+    description: str = ""
+    cells: dict[str, dict[str, Any]] = field(default_factory=lambda: {"": {}})
+    """Condition name -> overrides; "" is the single cell of a grid without conditions."""
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run of a grid: where it sits in the grid and its resolved config."""
+
+    grid: str
+    cell: str
+    method: str
+    seed: int
+    pair_index: int
+    """Position of (cell, seed) in the grid: runs of one pair share it, so they are scheduled together."""
+    method_index: int
+    config: RunConfig
+
+    @property
+    def run_key(self) -> str:
+        return self.config.run_key()
+
+
+def _grid_list() -> list[Grid]:
+    smoke_base = RunConfig(
+        model=ModelConfig(d_model=64, d_ff=256, n_layers=4, n_heads=4, blocks=2),
+        data=DataConfig(dataset="offline_english", tokenizer="char", seq_len=128, eval_tokens=16 * 8 * 128),
+        train=TrainConfig(steps=200, batch_size=8, eval_every=50, eval_batch_size=8, lr=1e-3),
+    )
+    return [
+        Grid(
+            "depth", MEDIUM_48, ROUTERS, PAPER_SEEDS, "block_attnres", "Table 3",
+            "medium width at 12/24/48 layers, Block AttnRes vs HAARES, OpenWebText char",
+            cells={f"{n}L": {"model.n_layers": n} for n in (12, 24, 48)},
+        ),
+        Grid(
+            "main48", MEDIUM_48, THREE_METHODS, PAPER_SEEDS, "block_attnres", "Table 4, Table 12",
+            "medium 48L (201M), three methods x three seeds, OpenWebText char",
+        ),
+        Grid(
+            "large453", RunConfig(model=family("large", 48), data=OWT_CHAR), THREE_METHODS, (42, 2026),
+            "block_attnres", "Table 5", "large 48L (453M), two seeds",
+        ),
+        Grid(
+            "bpe48", RunConfig(model=family("medium", 48, vocab_size=4096), data=OWT_BPE), THREE_METHODS,
+            PAPER_SEEDS, "block_attnres", "Table 6", "medium 48L on BPE-4096 OpenWebText (204M)",
+        ),
+        Grid(
+            "blocks", MEDIUM_48, ROUTERS, PAPER_SEEDS, "block_attnres", "Table 7",
+            "block count N in {4, 6, 8} at medium 48L",
+            cells={f"n{n}": {"model.blocks": n} for n in (4, 6, 8)},
+        ),
+        Grid(
+            "ablations", MEDIUM_48, ABLATIONS, PAPER_SEEDS, "haares", "Table 8",
+            "HAARES ablations at medium 48L: Dup. b, random signs, fixed biases, no RMS matching",
+        ),
+        Grid(
+            "domains", RunConfig(model=family("small", 12)), FIVE_METHODS, PAPER_SEEDS, "block_attnres",
+            "Table 9", "small family on four domains at 12/24/48 layers, five residual schemes",
+            cells={
+                f"{ds}_{n}L": {"data.dataset": ds, "model.n_layers": n, "train.steps": DOMAIN_STEPS[n]}
+                for ds in DOMAIN_DATASETS
+                for n in (12, 24, 48)
+            },
+        ),
+        Grid(
+            "cost", RunConfig(model=family("small", 48), train=TrainConfig(steps=2_000, eval_every=2_000)),
+            ROUTERS, (42,), "block_attnres", "Table 11",
+            "throughput and memory of Block AttnRes vs HAARES at 48L, three widths, 2000-step windows",
+            cells={
+                name: {"model.d_model": d, "model.d_ff": ff}
+                for name, (d, ff) in {"small": (128, 1024), "medium": (512, 2048), "large": (768, 3072)}.items()
+            },
+        ),
+        Grid(
+            "smoke", smoke_base, THREE_METHODS, (42, 123), "block_attnres", "",
+            "tiny CPU demo on the offline English corpus: d=64, 4 layers, 200 steps",
+        ),
+    ]
+
+
+GRIDS: dict[str, Grid] = {g.name: g for g in _grid_list()}
+
+
+def get_grid(name: str) -> Grid:
+    """The grid called `name`, or a one-line error listing the known grids."""
+    if name not in GRIDS:
+        raise HaaresError(f"unknown grid {name!r}; known grids: {', '.join(GRIDS)} (see `haares grids`)")
+    return GRIDS[name]
+
+
+def expand(
+    grid: Grid,
+    *,
+    seeds: tuple[int, ...] | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> list[RunSpec]:
+    """Every run of `grid`, in schedule order (pair by pair, methods in grid order).
+
+    `seeds` selects a subset of the grid's seeds (it never changes a config); `overrides` apply to
+    every run after the cell and method overrides (steps, eval interval, precision...), so they change
+    run keys. Unknown override paths raise ConfigError.
+    """
+    chosen = grid.seeds if seeds is None else tuple(seeds)
+    unknown = [s for s in chosen if s not in grid.seeds]
+    if unknown:
+        raise HaaresError(
+            f"seeds {unknown} are not in grid {grid.name!r}; its seeds are {','.join(map(str, grid.seeds))}"
+        )
+    runs: list[RunSpec] = []
+    pair_index = 0
+    for cell, cell_overrides in grid.cells.items():
+        for seed in grid.seeds:
+            if seed in chosen:
+                for method_index, (method, method_overrides) in enumerate(grid.methods.items()):
+                    config = grid.base.override(
+                        {**cell_overrides, **method_overrides, "seed": seed, **(overrides or {})}
+                    )
+                    runs.append(RunSpec(grid.name, cell, method, seed, pair_index, method_index, config))
+            pair_index += 1
+    return runs

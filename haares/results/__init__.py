@@ -1,0 +1,1 @@
+"""Reports: per-seed tables, paired deltas, time-to-target, cost tables and plots. Never imports torch."""

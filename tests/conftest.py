@@ -1,0 +1,81 @@
+"""Shared fixtures. Sets offline and results-home variables before anything imports `datasets`."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+# Read at import time by datasets/huggingface_hub: a hub miss must fail at once, not retry for 23 s.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+_SESSION_HOME = tempfile.mkdtemp(prefix="haares-test-home-")
+os.environ.setdefault("HF_HOME", os.path.join(_SESSION_HOME, "hf"))
+os.environ["HAARES_HOME"] = _SESSION_HOME
+os.environ.pop("HAARES_DB", None)
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    """A fresh HAARES_HOME for one test."""
+    monkeypatch.setenv("HAARES_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def sqlite_url(tmp_path) -> str:
+    """A fresh SQLite database file."""
+    return f"sqlite:///{tmp_path / 'queue.db'}"
+
+
+def _pg_reachable(url: str) -> str | None:
+    try:
+        import psycopg
+
+        with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://"), connect_timeout=3):
+            return None
+    except Exception as exc:  # noqa: BLE001 - any failure means unreachable
+        return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+@pytest.fixture(scope="session")
+def pg_server_url() -> str:
+    """The PostgreSQL server from HAARES_TEST_PG_URL; skipped without it, fails under HAARES_REQUIRE_PG=1."""
+    url = os.environ.get("HAARES_TEST_PG_URL")
+    required = os.environ.get("HAARES_REQUIRE_PG") == "1"
+    if not url:
+        if required:
+            pytest.fail("HAARES_REQUIRE_PG=1 but HAARES_TEST_PG_URL is not set")
+        pytest.skip("HAARES_TEST_PG_URL not set")
+    problem = _pg_reachable(url)
+    if problem:
+        if required:
+            pytest.fail(f"HAARES_REQUIRE_PG=1 but PostgreSQL at {url} is unreachable: {problem}")
+        pytest.skip(f"PostgreSQL unreachable: {problem}")
+    return url
+
+
+@pytest.fixture
+def pg_url(pg_server_url, request) -> str:
+    """A fresh, empty PostgreSQL schema-per-test database URL (drops every haares table first)."""
+    import sqlalchemy as sa
+
+    from haares.jobs.schema import Base
+
+    url = pg_server_url
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://"):]
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        Base.metadata.drop_all(conn)
+    engine.dispose()
+    return pg_server_url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path) -> str:
+    """Both backends: a fresh SQLite file, and the (emptied) PostgreSQL test database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'queue.db'}"
+    return request.getfixturevalue("pg_url")
