@@ -210,7 +210,7 @@ class RunConfig:
         return apply_overrides(self, overrides)
 
 
-def apply_overrides(cfg: Any, overrides: dict[str, Any]) -> Any:
+def apply_overrides(cfg: Any, overrides: dict[str, Any], *, _prefix: str = "") -> Any:
     """Return a copy of a (nested, frozen) dataclass with dotted-path overrides applied.
 
     Unknown paths and values of the wrong type raise ConfigError, naming the path.
@@ -221,19 +221,19 @@ def apply_overrides(cfg: Any, overrides: dict[str, Any]) -> Any:
     for path, value in overrides.items():
         head, _, rest = path.partition(".")
         if head not in names:
-            raise ConfigError(f"unknown config key {path!r}; known: {sorted(names)}")
+            raise ConfigError(f"unknown config key {_prefix + path!r}; known: {sorted(names)}")
         if rest:
             nested.setdefault(head, {})[rest] = value
         else:
             direct[head] = value
     hints = get_type_hints(type(cfg))
     for name, value in direct.items():
-        direct[name] = _coerce(name, value, hints[name])
+        direct[name] = _coerce(_prefix + name, value, hints[name])
     for name, sub in nested.items():
         current = getattr(cfg, name)
         if not is_dataclass(current):
-            raise ConfigError(f"config key {name!r} has no sub-keys")
-        direct[name] = apply_overrides(current, sub)
+            raise ConfigError(f"config key {_prefix + name!r} has no sub-keys")
+        direct[name] = apply_overrides(current, sub, _prefix=f"{_prefix}{name}.")
     return dataclasses.replace(cfg, **direct)
 
 
