@@ -1,0 +1,226 @@
+"""The training child: one claimed job in its own process, reporting to the worker over a pipe.
+
+Run as `python -m haares.child KIND CONFIG_JSON` (train) or `python -I -S haares/child.py ...` (sleep:
+no package imports, so 2,000 sleep jobs start fast). Knows torch (through haares.train), never the
+database: every event goes to the parent as one JSON line on the fd in HAARES_EVENT_FD. The
+module top imports only the standard library, so the parent can import its constants cheaply.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+
+# Exit codes the parent maps to outcomes (worker.py): anything else is a retryable failure.
+EXIT_OK = 0
+EXIT_TERMINAL = 65  # EX_DATAERR: NonFiniteLoss, bad config, CUDA OOM; not retried
+EXIT_PARENT_GONE = 70  # the worker died; nobody will record this attempt
+EXIT_PREEMPTED = 75  # EX_TEMPFAIL: checkpointed after SIGTERM; requeued without using a retry
+
+PR_SET_PDEATHSIG = 1
+
+
+class ParentGone(Exception):
+    """The event pipe is closed: the worker that owns this attempt is dead."""
+
+
+class EventPipe:
+    """JSON lines to the parent on an inherited fd; EPIPE means the parent died."""
+
+    def __init__(self, fd: int | None) -> None:
+        self._fd = fd
+        self._lock = threading.Lock()
+
+    def send(self, kind: str, **fields: object) -> None:
+        """Write one event {"type": kind, **fields}; raises ParentGone if the parent is gone."""
+        if self._fd is None:
+            return
+        line = (json.dumps({"type": kind, **fields}, default=_jsonable) + "\n").encode()
+        with self._lock:
+            try:
+                view = memoryview(line)
+                while view:
+                    view = view[os.write(self._fd, view):]
+            except (BrokenPipeError, OSError) as exc:
+                raise ParentGone(str(exc)) from exc
+
+
+def _jsonable(value: object) -> object:
+    """Fallback for json.dumps: numpy/torch scalars, paths and the like."""
+    if hasattr(value, "item"):
+        return value.item()  # type: ignore[no-any-return, attr-defined]
+    return str(value)
+
+
+def die_with_parent(expected_ppid: int | None) -> None:
+    """Ask Linux to SIGKILL this process when the worker dies, and exit if it already has.
+
+    SIGKILL, not SIGTERM: a reclaiming worker on the same host restarts the job at once from the
+    last complete checkpoint, so a zombie child must not go on writing into the run directory.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):  # no prctl: the pipe and the ppid watchdog still catch it
+            pass
+    # The parent may have died between fork and prctl, and then we are already orphaned.
+    if expected_ppid is not None and os.getppid() != expected_ppid:
+        os._exit(EXIT_PARENT_GONE)
+
+
+def _watch_parent(expected_ppid: int, period_s: float = 1.0) -> None:
+    """Backstop for platforms without PDEATHSIG: exit when re-parented."""
+
+    def loop() -> None:
+        while True:
+            time.sleep(period_s)
+            if os.getppid() != expected_ppid:
+                os._exit(EXIT_PARENT_GONE)
+
+    threading.Thread(target=loop, name="haares-ppid-watch", daemon=True).start()
+
+
+def run_sleep(config: dict, events: EventPipe) -> int:
+    """Kind "sleep": sleep config["seconds"], append the job id to HAARES_SLEEP_LOG, report a result."""
+    events.send("device", name="cpu")
+    time.sleep(float(config.get("seconds", 0)))
+    log = os.environ.get("HAARES_SLEEP_LOG")
+    if log:
+        # O_APPEND writes this small are atomic, so concurrent children never interleave lines.
+        fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, f"{os.environ.get('HAARES_JOB_ID', '?')}\n".encode())
+        finally:
+            os.close(fd)
+    events.send("result", result={"slept_s": float(config.get("seconds", 0))})
+    return EXIT_OK
+
+
+def pick_device() -> str:
+    """"cuda" when the worker gave us a GPU and torch sees one, else "cpu"."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES", "") == "":
+        return "cpu"
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def device_name(device: str) -> str:
+    """What this process really runs on: the GPU's name and UUID, or "cpu"."""
+    if device != "cuda":
+        return "cpu"
+    import torch
+
+    name = torch.cuda.get_device_name(0)
+    uuid = getattr(torch.cuda.get_device_properties(0), "uuid", None)
+    return f"{name} GPU-{uuid}" if uuid is not None else name
+
+
+def _last_line(exc: BaseException) -> str:
+    """One-line error summary: exception type and the last line of its message."""
+    lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
+    return f"{type(exc).__name__}: {lines[-1]}" if lines else type(exc).__name__
+
+
+def run_train(config: dict, events: EventPipe) -> int:
+    """Kind "train": RunConfig -> haares.train.train with callbacks that report over the pipe."""
+    import traceback
+    from dataclasses import asdict, is_dataclass
+    from pathlib import Path
+
+    from haares.config import ConfigError, RunConfig
+    from haares.errors import HaaresError
+
+    terminal: tuple[type[BaseException], ...] = (ConfigError, HaaresError)
+    try:
+        import torch
+
+        from haares import train as trainer
+
+        terminal = terminal + (trainer.NonFiniteLoss, torch.cuda.OutOfMemoryError)
+        cfg = RunConfig.from_dict(config)
+        device = pick_device()
+        name = device_name(device)
+        print(
+            f"haares.child job={os.environ.get('HAARES_JOB_ID')} attempt={os.environ.get('HAARES_ATTEMPT')} "
+            f"device={name} CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '')!r} pid={os.getpid()}",
+            flush=True,
+        )
+        events.send("device", name=name, pid=os.getpid(),
+                    cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES", ""))
+        should_stop = trainer.install_sigterm_handler()
+        last_progress = [0.0]
+
+        def on_eval(point: object) -> None:
+            events.send("eval", point=asdict(point) if is_dataclass(point) else dict(vars(point)))
+
+        def on_progress(step: int, loss: float, tokens_per_s: float) -> None:
+            # Throttled: the parent only needs it for heartbeats and the live line.
+            now = time.monotonic()
+            if now - last_progress[0] >= 0.2 or step >= cfg.train.steps:
+                last_progress[0] = now
+                events.send("progress", step=step, loss=loss, tokens_per_s=tokens_per_s)
+
+        def on_checkpoint(step: int, path: object) -> None:
+            events.send("checkpoint", step=step, path=str(path))
+
+        callbacks = trainer.TrainCallbacks(on_eval=on_eval, on_progress=on_progress, on_checkpoint=on_checkpoint)
+        run_dir = Path(os.environ.get("HAARES_RUN_DIR") or os.environ["HAARES_CKPT_DIR"])
+        resume = os.environ.get("HAARES_RESUME", "1") != "0"
+        try:
+            result = trainer.train(cfg, device=device, run_dir=run_dir, callbacks=callbacks,
+                                   resume=resume, should_stop=should_stop)
+        except trainer.Preempted as exc:
+            events.send("preempted", step=getattr(exc, "step", None))
+            print(f"haares.child preempted at step {getattr(exc, 'step', '?')}", flush=True)
+            return EXIT_PREEMPTED
+        events.send("result", result={
+            "best_val_loss": result.best_val_loss,
+            "best_step": result.best_step,
+            "final_step": result.final_step,
+            "batch_order_hash": result.batch_order_hash,
+            "device": result.device,
+        })
+        return EXIT_OK
+    except ParentGone:
+        raise
+    except terminal as exc:
+        traceback.print_exc()
+        events.send("error", error=_last_line(exc), terminal=True)
+        return EXIT_TERMINAL
+    except Exception as exc:  # noqa: BLE001 - any other failure is retryable; the log keeps the traceback
+        traceback.print_exc()
+        events.send("error", error=_last_line(exc), terminal=False)
+        return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: `child KIND CONFIG_JSON`; the environment carries job, attempt, dirs and the fd."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2 or args[0] not in ("train", "sleep"):
+        print("usage: python -m haares.child train|sleep CONFIG_JSON", file=sys.stderr)
+        return 2
+    ppid = os.environ.get("HAARES_PARENT_PID")
+    expected = int(ppid) if ppid else None
+    die_with_parent(expected)
+    fd = os.environ.get("HAARES_EVENT_FD")
+    events = EventPipe(int(fd) if fd else None)
+    try:
+        if args[0] == "sleep":
+            return run_sleep(json.loads(args[1]), events)
+        if expected is not None:
+            _watch_parent(expected)
+        return run_train(json.loads(args[1]), events)
+    except ParentGone:
+        return EXIT_PARENT_GONE
+
+
+if __name__ == "__main__":
+    sys.exit(main())
