@@ -24,7 +24,7 @@ app = typer.Typer(
 )
 
 # Each module registers its commands on `app` when imported (`register(app)`).
-COMMAND_MODULES: list[str] = []
+COMMAND_MODULES: list[str] = ["worker", "logs"]
 
 
 def _version(value: bool) -> None:
