@@ -22,11 +22,13 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""Bump it with a new function appended to haares.jobs.migrations.MIGRATIONS."""
 
 JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled", "held")
 ATTEMPT_OUTCOMES = ("succeeded", "failed", "lost", "preempted", "cancelled")
@@ -84,6 +86,8 @@ class Job(Base):
     steps_per_s: Mapped[Optional[float]] = mapped_column(Float)
     progress_json: Mapped[Optional[str]] = mapped_column(Text)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    fresh_start: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    """Set by `haares retry --fresh`: the next attempt must not resume; cleared by its first eval (v2)."""
     result_json: Mapped[Optional[str]] = mapped_column(Text)
     error_summary: Mapped[Optional[str]] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime, server_default=text("CURRENT_TIMESTAMP"))
@@ -95,12 +99,24 @@ class Job(Base):
     )
 
 
+# The claim's index (queue-design.md 3.4): only queued rows, in claim order (v2).
+JOBS_QUEUED_INDEX = Index(
+    "ix_jobs_queued",
+    Job.priority.desc(),
+    Job.pair_index,
+    Job.method_index,
+    Job.id,
+    postgresql_where=Job.status == "queued",
+    sqlite_where=Job.status == "queued",
+)
+
+
 class GridRun(Base):
     """A job's place in one grid: the grid's cell, method and seed labels."""
 
     __tablename__ = "grid_runs"
     grid: Mapped[str] = mapped_column(String(64), primary_key=True)
-    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True, index=True)
     cell: Mapped[str] = mapped_column(String(64), default="")
     method: Mapped[str] = mapped_column(String(64))
     seed: Mapped[int] = mapped_column(Integer)
