@@ -1,0 +1,133 @@
+"""Tables 3 to 9 as a Report: per cell, seeds x methods best loss / PPL with mean and std, paired
+deltas against the grid's baseline with sign consistency, and a by-cell overview for multi-cell grids.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from haares.grids import Grid
+from haares.results import paper, tables
+from haares.results.cells import DASH, fmt, incomplete, name, with_paper_value
+from haares.results.render import Report, Section
+
+
+def seed_report(table: int, grid: Grid, summary: pd.DataFrame, caption: list[str], *, with_paper: bool) -> Report:
+    """Per cell: a seeds x methods table of best loss / PPL with mean and std, and paired deltas."""
+    methods = tables.ordered(grid.methods, summary["method"])
+    seeds = tables.ordered(grid.seeds, summary["seed"])
+    cells = tables.ordered(grid.cells, summary["cell"])
+    sections: list[Section] = []
+    overview = []
+    for cell in cells:
+        part = summary[summary["cell"] == cell]
+        best, state = tables.seed_frames(part, methods=methods, seeds=seeds)
+        stats = tables.column_stats(best)
+        deltas = tables.paired_deltas(best, baseline=grid.baseline)
+        dstats = tables.delta_stats(deltas)
+        key = (grid.name, cell)
+        label = f"cell {cell}: " if cell else ""
+        sections.append(_loss_section(f"{label}best validation loss / PPL", best, state, stats, key, with_paper))
+        if not deltas.columns.empty:
+            sections.append(_delta_section(f"{label}paired Δ vs {name(grid.baseline)}", deltas, dstats, key, with_paper))
+        overview.append((cell, stats, dstats))
+    if len(cells) > 1:
+        sections.insert(0, _overview_section(grid, methods, overview, with_paper))
+    head = [
+        f"{grid.paper or 'grid'} rebuilt from grid {grid.name}: {grid.description}",
+        "best = min validation loss over a run's evals (nats/token), PPL = exp(best); mean PPL = exp(mean best); "
+        "std is the sample std (ddof=1)",
+        f"Δ = method − {name(grid.baseline)} per seed (complete pairs only), then mean; sign holds = same strict sign in every seed",
+        "* marks a mean over fewer seeds (or pairs) than the grid has; unfinished runs show their state",
+    ]
+    if with_paper:
+        head.append("[paper x] = the number the paper states in its text (its table cells were lost)")
+    return Report(f"Table {table}", head + caption, sections)
+
+
+def _loss_section(title, best, state, stats, key, with_paper) -> Section:
+    frame = pd.DataFrame(index=pd.Index([str(s) for s in best.index] + ["mean", "std"], name="seed"))
+    records = []
+    for method in best.columns:
+        cells = []
+        for seed in best.index:
+            value = best.loc[seed, method]
+            text = state.loc[seed, method] or f"{fmt(value)} / {fmt(math.exp(value), 2)}"
+            stated = paper.lookup(paper.SEED_LOSS, key, method, seed) if with_paper else None
+            cells.append(with_paper_value(text, stated))
+            records.append({"row": str(seed), "method": method, "best_val_loss": value,
+                            "ppl": math.exp(value) if not math.isnan(value) else math.nan,
+                            "state": state.loc[seed, method] or "complete", "paper": stated})
+        mean, std, n, expected = (stats.loc[method, k] for k in ("mean", "std", "n", "expected"))
+        flag = incomplete(n, expected, "seeds")
+        mean_text = DASH if n == 0 else f"{fmt(mean)} / {fmt(math.exp(mean), 2)}{flag}"
+        stated = paper.lookup(paper.MEAN_LOSS, key, method) if with_paper else None
+        cells.append(with_paper_value(mean_text, stated))
+        cells.append("n/a" if n < 2 else f"{fmt(std)}{'*' if flag else ''}")
+        records.append({"row": "mean", "method": method, "best_val_loss": mean, "ppl": math.exp(mean) if n else math.nan,
+                        "n": int(n), "expected": int(expected), "paper": stated})
+        records.append({"row": "std", "method": method, "best_val_loss": std, "n": int(n), "expected": int(expected)})
+        frame[name(method)] = cells
+    return Section(title, frame, pd.DataFrame(records))
+
+
+def _delta_section(title, deltas, dstats, key, with_paper) -> Section:
+    frame = pd.DataFrame(index=pd.Index([str(s) for s in deltas.index] + ["mean", "std", "sign holds"], name="seed"))
+    records = []
+    for method in deltas.columns:
+        cells = []
+        for seed in deltas.index:
+            value = deltas.loc[seed, method]
+            stated = paper.lookup(paper.SEED_DELTA, key, method, seed) if with_paper else None
+            cells.append(with_paper_value("incomplete" if math.isnan(value) else fmt(value, signed=True), stated, signed=True))
+            records.append({"row": str(seed), "method": method, "delta": value, "paper": stated})
+        s = dstats.loc[method]
+        n, expected = int(s["n"]), int(s["expected"])
+        flag = incomplete(n, expected, "pairs")
+        stated = paper.lookup(paper.MEAN_DELTA, key, method) if with_paper else None
+        cells.append(with_paper_value(DASH if n == 0 else fmt(s["mean"], signed=True) + flag, stated, signed=True))
+        cells.append("n/a" if n < 2 else f"{fmt(s['std'])}{'*' if flag else ''}")
+        cells.append(_sign_text(s))
+        records.append({"row": "mean", "method": method, "delta": s["mean"], "n": n, "expected": expected,
+                        "n_lower": int(s["n_lower"]), "n_higher": int(s["n_higher"]),
+                        "sign_holds": s["sign_holds"], "paper": stated})
+        records.append({"row": "std", "method": method, "delta": s["std"], "n": n, "expected": expected})
+        frame[f"{name(method)} Δ"] = cells
+    return Section(title, frame, pd.DataFrame(records))
+
+
+def _sign_text(s: pd.Series) -> str:
+    lower, higher, n, expected = int(s["n_lower"]), int(s["n_higher"]), int(s["n"]), int(s["expected"])
+    if s["sign_holds"] is True:
+        return f"yes ({'lower' if lower else 'higher'} in {n}/{expected})"
+    if s["sign_holds"] is False:
+        return f"no ({lower} lower, {higher} higher)"
+    return f"open ({n}/{expected} pairs)"
+
+
+def _overview_section(grid: Grid, methods: list[str], overview, with_paper: bool) -> Section:
+    """Rows = cells: seed-mean best loss / PPL per method and mean paired Δ (the paper's summary shape)."""
+    frame = pd.DataFrame(index=pd.Index([c for c, _, _ in overview], name="cell"))
+    records = []
+    for method in methods:
+        cells = []
+        for cell, stats, _ in overview:
+            mean, n, expected = stats.loc[method, "mean"], stats.loc[method, "n"], stats.loc[method, "expected"]
+            text = DASH if n == 0 else f"{fmt(mean)} / {fmt(math.exp(mean), 2)}{incomplete(n, expected, 'seeds')}"
+            stated = paper.lookup(paper.MEAN_LOSS, (grid.name, cell), method) if with_paper else None
+            cells.append(with_paper_value(text, stated))
+            records.append({"cell": cell, "method": method, "mean_best_val_loss": mean, "n": int(n), "paper": stated})
+        frame[name(method)] = cells
+    for method in [m for m in methods if m != grid.baseline]:
+        cells = []
+        for cell, _, dstats in overview:
+            s = dstats.loc[method] if method in dstats.index else None
+            n = 0 if s is None else int(s["n"])
+            text = DASH if n == 0 else fmt(s["mean"], signed=True) + incomplete(n, int(s["expected"]), "pairs")
+            stated = paper.lookup(paper.MEAN_DELTA, (grid.name, cell), method) if with_paper else None
+            cells.append(with_paper_value(text, stated, signed=True))
+            records.append({"cell": cell, "method": method, "mean_delta": s["mean"] if n else math.nan, "n": n, "paper": stated})
+        frame[f"{name(method)} Δ"] = cells
+    return Section("seed means by cell", frame, pd.DataFrame(records))

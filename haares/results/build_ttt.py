@@ -1,0 +1,108 @@
+"""Table 12 (time-to-target) as a Report: per seed, the step and hours at which HAARES first reaches
+the best same-seed Block AttnRes loss, against the baseline's hours for its whole budget.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from haares.grids import Grid
+from haares.results import paper, tables, ttt
+from haares.results.cells import DASH, fmt, incomplete, name, with_paper_value
+from haares.results.render import Report, Section
+
+
+def steps_text(step: float, *, mean: bool = False) -> str:
+    """24000 -> '24K', a mean 19333 -> '19.3K', under 1000 -> plain integer steps."""
+    if step is None or math.isnan(step):
+        return DASH
+    if step < 1000:
+        return f"{step:.0f}" if not mean else f"{step:.1f}"
+    return f"{step / 1000:.1f}K" if mean else f"{step / 1000:g}K"
+
+
+def run_rates(summary: pd.DataFrame, evals: pd.DataFrame) -> pd.DataFrame:
+    """Per complete run: cell, seed, method, steps_per_s (mean of its evals' window rates, else the
+    job's last reported rate) and budget_steps (its config's train.steps)."""
+    done = summary[summary["complete"]].copy()
+    measured = ttt.measured_steps_per_s(evals)
+    done["steps_per_s"] = done["job_id"].map(measured).fillna(done["steps_per_s"]).astype("float64")
+    done["budget_steps"] = done["budget_steps"].fillna(done["total_steps"]).astype("float64")
+    return done[["cell", "seed", "method", "job_id", "steps_per_s", "budget_steps"]]
+
+
+def table12_report(grid: Grid, summary: pd.DataFrame, evals: pd.DataFrame, caption: list[str], *, with_paper: bool) -> Report:
+    """Per cell: rows = seeds then mean; the paper's Table 12 columns."""
+    baseline, method = grid.baseline, "haares"
+    rates = run_rates(summary, evals)
+    complete_evals = evals[evals["job_id"].isin(rates["job_id"])]
+    sections = []
+    for cell in tables.ordered(grid.cells, summary["cell"]):
+        part = summary[summary["cell"] == cell]
+        per_seed = ttt.time_to_target(
+            complete_evals[complete_evals["cell"] == cell], rates[rates["cell"] == cell], baseline=baseline, method=method
+        ).set_index("seed")
+        seeds = tables.ordered(grid.seeds, part["seed"])
+        rows = []
+        for seed in seeds:
+            stated = paper.TABLE12_SEEDS.get(seed, {}) if with_paper and grid.name == "main48" else {}
+            if seed not in per_seed.index:
+                rows.append((str(seed), _pending_row(part, seed, baseline, method)))
+                continue
+            rows.append((str(seed), _row(per_seed.loc[seed], stated, mean=False)))
+        mean = ttt.ttt_mean(per_seed.reset_index()) if len(per_seed) else None
+        if mean is not None:
+            stated = paper.TABLE12_MEAN if with_paper and grid.name == "main48" else {}
+            row = _row(pd.Series(mean), stated, mean=True)
+            flag = incomplete(mean["n_reached"], mean["n_seeds"], "seeds reached")
+            flag += incomplete(mean["n_seeds"], len(seeds), "seeds complete")
+            row["HAARES step"] += flag
+            rows.append(("mean", row))
+        frame = pd.DataFrame([r for _, r in rows], index=pd.Index([s for s, _ in rows], name="Seed"))
+        data = per_seed.reset_index().assign(cell=cell)
+        sections.append(Section(f"cell {cell}" if cell else "", frame, data))
+    every = sorted({int(v) for v in summary["eval_every"].dropna()})
+    head = [
+        f"Table 12 rebuilt from grid {grid.name}: time for {name(method)} to reach the best same-seed {name(baseline)} loss",
+        f"target = best {name(baseline)} val loss of the seed; {name(method)} step = first eval at or below it, an upper "
+        f"bound on the first crossing (evals every {' / '.join(f'{e:,}' for e in every) or '?'} steps)",
+        f"hours = steps / measured steps/s / 3600, measured steps/s = mean of the run's eval-window rates; "
+        f"{name(baseline)} hours use its full budget of steps",
+        "saved = baseline hours − method hours, % of baseline hours; means of step, val, hours and saved are over seeds "
+        "that reached the target",
+    ]
+    if with_paper and grid.name == "main48":
+        head.append(
+            f"[paper x]: the paper's Table 12 ({paper.TABLE12_BASELINE_STEPS_PER_S} / {paper.TABLE12_METHOD_STEPS_PER_S} "
+            f"steps/s, baseline {paper.TABLE12_BASELINE_HOURS} h from unrounded throughputs; "
+            f"30,000 / 2.08 / 3600 = {30_000 / 2.08 / 3600:.3f} h)"
+        )
+    return Report("Table 12", head + caption, sections)
+
+
+def _row(r: pd.Series, stated: dict, *, mean: bool) -> dict[str, str]:
+    reached = bool(r["n_reached"]) if mean else bool(r["reached"])
+    time_text = f"{fmt(r['baseline_hours'], 2)} → {fmt(r['method_hours'], 2) if reached else 'not reached'}"
+    return {
+        "Target": with_paper_value(fmt(r["target"]), stated.get("target")),
+        "HAARES step": with_paper_value(steps_text(r["step"], mean=mean) if reached else "not reached",
+                                        stated.get("step"), 0),
+        "HAARES val": with_paper_value(fmt(r["val"]) if reached else DASH, stated.get("val")),
+        "Steps/s (BAR / HAARES)": f"{fmt(r['baseline_steps_per_s'], 2)} / {fmt(r['method_steps_per_s'], 2)}",
+        "Time h (BAR → HAARES)": with_paper_value(time_text, stated.get("hours"), 2),
+        "Saved h": fmt(r["saved_hours"], 2) if reached else DASH,
+        "Saved %": with_paper_value(fmt(r["saved_pct"], 1) if reached else DASH, stated.get("saved_pct"), 1),
+    }
+
+
+def _pending_row(part: pd.DataFrame, seed: int, baseline: str, method: str) -> dict[str, str]:
+    """A seed without both runs complete: say which run is in which state."""
+    states = []
+    for m in (baseline, method):
+        found = part[(part["seed"] == seed) & (part["method"] == m)]
+        state = "not enqueued" if found.empty else (found["state"].iloc[0] or "complete")
+        states.append(f"{name(m)}: {state}")
+    return {"Target": "; ".join(states), "HAARES step": DASH, "HAARES val": DASH, "Steps/s (BAR / HAARES)": DASH,
+            "Time h (BAR → HAARES)": DASH, "Saved h": DASH, "Saved %": DASH}

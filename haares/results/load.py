@@ -1,0 +1,94 @@
+"""The only reports file that touches SQL: tidy DataFrames of one grid's runs and evaluations.
+
+`load_runs` gives one row per (grid label, job); `load_evals` one row per evaluation point. Both
+carry the grid's labels (cell, method, seed) from `grid_runs`, so a job shared by two grids is
+reported under each grid's own labels.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+from sqlalchemy import Engine, func, select
+
+from haares.jobs.schema import Eval, GridRun, Job
+
+RUN_COLUMNS = (
+    "grid", "cell", "method", "seed", "pair_index", "method_index", "job_id", "run_key", "status",
+    "step", "total_steps", "attempts", "best_val_loss", "steps_per_s", "tokens_per_s", "config_json",
+)
+CONFIG_COLUMNS = (
+    "budget_steps", "eval_every", "eval_tokens", "precision", "d_model", "d_ff", "n_layers", "blocks", "residual",
+)
+EVAL_COLUMNS = (
+    "grid", "cell", "method", "seed", "job_id", "run_key", "step", "tokens", "train_seconds", "val_loss",
+    "val_bpb", "train_loss", "steps_per_s", "tokens_per_s", "peak_mem_bytes", "device",
+)
+
+
+def count_runs(engine: Engine, grid: str) -> int:
+    """How many jobs the database labels with `grid`."""
+    with engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(GridRun).where(GridRun.grid == grid)).scalar_one())
+
+
+def load_runs(engine: Engine, grid: str) -> pd.DataFrame:
+    """One row per job of `grid`: its labels, queue state, progress and config fields.
+
+    Config fields parsed from `config_json`: budget_steps (train.steps), eval_every, eval_tokens
+    (0 = whole split), precision, d_model, d_ff, n_layers, blocks, residual.
+    """
+    query = (
+        select(
+            GridRun.grid, GridRun.cell, GridRun.method, GridRun.seed, GridRun.pair_index, GridRun.method_index,
+            Job.id.label("job_id"), Job.run_key, Job.status, Job.step, Job.total_steps, Job.attempts,
+            Job.best_val_loss, Job.steps_per_s, Job.tokens_per_s, Job.config_json,
+        )
+        .join(Job, Job.id == GridRun.job_id)
+        .where(GridRun.grid == grid)
+        .order_by(GridRun.pair_index, GridRun.method_index, Job.id)
+    )
+    runs = pd.read_sql(query, engine)
+    parsed = [_config_fields(raw) for raw in runs["config_json"]]
+    config = pd.DataFrame(parsed, columns=list(CONFIG_COLUMNS), index=runs.index)
+    return pd.concat([runs.drop(columns="config_json"), config], axis=1)
+
+
+def load_evals(engine: Engine, grid: str) -> pd.DataFrame:
+    """One row per evaluation point of every job of `grid`, ordered by job then step."""
+    query = (
+        select(
+            GridRun.grid, GridRun.cell, GridRun.method, GridRun.seed, Eval.job_id, Job.run_key, Eval.step,
+            Eval.tokens, Eval.train_seconds, Eval.val_loss, Eval.val_bpb, Eval.train_loss, Eval.steps_per_s,
+            Eval.tokens_per_s, Eval.peak_mem_bytes, Eval.device,
+        )
+        .join(GridRun, GridRun.job_id == Eval.job_id)
+        .join(Job, Job.id == Eval.job_id)
+        .where(GridRun.grid == grid)
+        .order_by(Eval.job_id, Eval.step)
+    )
+    evals = pd.read_sql(query, engine)
+    for column in ("val_loss", "val_bpb", "train_loss", "steps_per_s", "tokens_per_s", "train_seconds"):
+        evals[column] = evals[column].astype("float64")
+    return evals
+
+
+def _config_fields(raw: str | None) -> dict[str, object]:
+    """The config fields reports show, from a job's stored config JSON (missing keys become None)."""
+    try:
+        cfg = json.loads(raw) if raw else {}
+    except json.JSONDecodeError:
+        cfg = {}
+    model, data, train = cfg.get("model", {}), cfg.get("data", {}), cfg.get("train", {})
+    return {
+        "budget_steps": train.get("steps"),
+        "eval_every": train.get("eval_every"),
+        "eval_tokens": data.get("eval_tokens"),
+        "precision": train.get("precision"),
+        "d_model": model.get("d_model"),
+        "d_ff": model.get("d_ff"),
+        "n_layers": model.get("n_layers"),
+        "blocks": model.get("blocks"),
+        "residual": model.get("residual"),
+    }

@@ -1,0 +1,148 @@
+"""A report as data (title, caption lines, sections) and its output formats.
+
+Each section has a display frame (strings, what a reader sees: rich table, Markdown, LaTeX) and a
+tidy frame of numbers (what a program reads: CSV, JSON). Formats: table, md, csv, latex, json.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from haares.errors import HaaresError
+
+FORMATS = ("table", "md", "csv", "latex", "json")
+
+
+@dataclass
+class Section:
+    """One table of a report: `frame` holds display strings (index = row labels), `data` numbers."""
+
+    title: str
+    frame: pd.DataFrame
+    data: pd.DataFrame
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Report:
+    """A rebuilt paper table: a title, caption lines (run settings, definitions) and sections."""
+
+    title: str
+    caption: list[str]
+    sections: list[Section]
+
+
+def render(report: Report, fmt: str) -> str:
+    """The report as text in `fmt` (table renders with rich, without colour, for files and pipes)."""
+    if fmt not in FORMATS:
+        raise HaaresError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+    return {"table": to_rich_text, "md": to_markdown, "csv": to_csv, "latex": to_latex, "json": to_json}[fmt](report)
+
+
+def to_rich_text(report: Report, *, width: int = 240) -> str:
+    """Rich tables rendered to plain text at a width wide enough that no cell wraps."""
+    from rich.console import Console
+
+    console = Console(file=io.StringIO(), width=width, color_system=None, force_terminal=False)
+    print_rich(report, console)
+    return console.file.getvalue()
+
+
+def print_rich(report: Report, console: object) -> None:
+    """Print the report on a rich Console (colour when it is a terminal)."""
+    from rich.table import Table
+
+    console.print(f"[bold]{report.title}[/bold]")
+    for line in report.caption:
+        console.print(line, markup=False, highlight=False)
+    for section in report.sections:
+        table = Table(title=section.title or None, title_justify="left", show_lines=False)
+        table.add_column(section.frame.index.name or "", no_wrap=True)
+        for column in section.frame.columns:
+            table.add_column(str(column), justify="right", no_wrap=True)
+        for label, row in section.frame.iterrows():
+            table.add_row(str(label), *(str(v) for v in row))
+        console.print(table)
+        for note in section.notes:
+            console.print(note, markup=False, highlight=False)
+
+
+def to_markdown(report: Report) -> str:
+    """GitHub Markdown: a heading, the caption, then one pipe table per section."""
+    out = [f"## {report.title}", ""]
+    out += [f"{line}  " for line in report.caption] + [""]
+    for section in report.sections:
+        if section.title:
+            out += [f"### {section.title}", ""]
+        header = [section.frame.index.name or ""] + [str(c) for c in section.frame.columns]
+        out.append("| " + " | ".join(_md(h) for h in header) + " |")
+        out.append("| " + " | ".join(["---"] + ["---:"] * len(section.frame.columns)) + " |")
+        for label, row in section.frame.iterrows():
+            out.append("| " + " | ".join(_md(str(v)) for v in [label, *row]) + " |")
+        out += [""] + [f"{note}  " for note in section.notes] + ([""] if section.notes else [])
+    return "\n".join(out).rstrip() + "\n"
+
+
+def to_csv(report: Report) -> str:
+    """The tidy numbers of every section, stacked, with a leading `section` column."""
+    frames = [s.data.assign(section=s.title)[["section", *s.data.columns]] for s in report.sections]
+    return pd.concat(frames, ignore_index=True).to_csv(index=False) if frames else ""
+
+
+def to_latex(report: Report) -> str:
+    """One booktabs tabular per section, the caption lines as a LaTeX comment above."""
+    out = [f"% {report.title}"] + [f"% {line}" for line in report.caption]
+    for section in report.sections:
+        n = len(section.frame.columns)
+        out += ["", f"% {section.title}", "\\begin{tabular}{l" + "r" * n + "}", "\\toprule"]
+        header = [section.frame.index.name or ""] + [str(c) for c in section.frame.columns]
+        out.append(" & ".join(_tex(h) for h in header) + " \\\\")
+        out.append("\\midrule")
+        for label, row in section.frame.iterrows():
+            out.append(" & ".join(_tex(str(v)) for v in [label, *row]) + " \\\\")
+        out += ["\\bottomrule", "\\end{tabular}"] + [f"% {note}" for note in section.notes]
+    return "\n".join(out) + "\n"
+
+
+def to_json(report: Report) -> str:
+    """{"title", "caption", "sections": [{"title", "columns", "rows", "data", "notes"}]}; NaN is null."""
+    sections = []
+    for s in report.sections:
+        rows = [{"label": str(label), **{str(k): v for k, v in row.items()}} for label, row in s.frame.iterrows()]
+        sections.append({
+            "title": s.title,
+            "columns": [str(c) for c in s.frame.columns],
+            "rows": rows,
+            "data": [_clean(r) for r in s.data.to_dict(orient="records")],
+            "notes": s.notes,
+        })
+    return json.dumps({"title": report.title, "caption": report.caption, "sections": sections}, indent=2) + "\n"
+
+
+def _clean(record: dict) -> dict:
+    """JSON-native values: numpy scalars to Python, NaN to None."""
+    out = {}
+    for key, value in record.items():
+        if hasattr(value, "item"):
+            value = value.item()
+        if isinstance(value, float) and math.isnan(value):
+            value = None
+        out[str(key)] = value
+    return out
+
+
+def _md(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+_TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+        "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def _tex(text: str) -> str:
+    return "".join(_TEX.get(ch, ch) for ch in text)
