@@ -20,6 +20,10 @@ from haares.jobs.db import db_now, run_write
 from haares.jobs.enqueue import upsert
 from haares.jobs.schema import Attempt, Eval, Event, Job
 
+HEARTBEAT_INTERVAL_S = 30.0
+"""Default heartbeat interval (queue-design.md 3.5)."""
+LEASE_TTL_S = 180.0
+"""Default lease TTL: six missed heartbeats."""
 OUTCOMES = ("succeeded", "failed", "preempted", "cancelled")
 RETRY_BACKOFF_S = 60.0
 """First retry waits this long (x2 per further attempt, x1-1.5 jitter) after a retryable failure."""

@@ -1,0 +1,89 @@
+"""`haares enqueue`: expand a named grid into runs and put them on the queue, idempotently."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Optional
+
+import typer
+
+from haares.cli.options import DbOption
+from haares.errors import HaaresError
+
+
+def parse_seeds(raw: str | None) -> tuple[int, ...] | None:
+    """'42,123' -> (42, 123); None stays None (all of the grid's seeds)."""
+    if raw is None:
+        return None
+    try:
+        seeds = tuple(int(part) for part in raw.split(",") if part.strip())
+    except ValueError:
+        raise HaaresError(f"--seeds must be comma-separated integers such as 42,123; got {raw!r}") from None
+    if not seeds:
+        raise HaaresError("--seeds is empty; give comma-separated integers such as 42,123")
+    return seeds
+
+
+def config_overrides(
+    *, steps: int | None, eval_every: int | None, eval_tokens: int | None, precision: str | None
+) -> dict[str, Any]:
+    """The enqueue options that change every run's config (and so its run key)."""
+    pairs = {"train.steps": steps, "train.eval_every": eval_every, "data.eval_tokens": eval_tokens,
+             "train.precision": precision}
+    return {path: value for path, value in pairs.items() if value is not None}
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def enqueue(
+        grid: Annotated[str, typer.Option("--grid", "-g", help="Grid name (see `haares grids`).")],
+        steps: Annotated[Optional[int], typer.Option(help="Optimizer steps per run (changes run keys).")] = None,
+        eval_every: Annotated[Optional[int], typer.Option(help="Evaluate every N steps (changes run keys).")] = None,
+        eval_tokens: Annotated[
+            Optional[int], typer.Option(help="Validation tokens per eval; 0 = whole split (changes run keys).")
+        ] = None,
+        seeds: Annotated[Optional[str], typer.Option(help="Only these of the grid's seeds, e.g. 42,123.")] = None,
+        precision: Annotated[Optional[str], typer.Option(help="fp32 or bf16 (changes run keys).")] = None,
+        priority: Annotated[int, typer.Option(help="Higher runs first.")] = 0,
+        dry_run: Annotated[bool, typer.Option("--dry-run", help="List the runs; write nothing.")] = False,
+        db: DbOption = None,
+    ) -> None:
+        """Expand a grid into paired runs and add them to the queue (a second call adds nothing)."""
+        from rich.console import Console
+        from rich.table import Table
+
+        from haares.grids import expand, get_grid
+
+        runs = expand(
+            get_grid(grid),
+            seeds=parse_seeds(seeds),
+            overrides=config_overrides(steps=steps, eval_every=eval_every, eval_tokens=eval_tokens,
+                                       precision=precision),
+        )
+        if dry_run:
+            table = Table(title=f"{grid}: {len(runs)} runs (dry run, nothing written)")
+            for col in ("pair", "cell", "method", "seed", "steps", "run_key"):
+                table.add_column(col)
+            for r in runs:
+                table.add_row(str(r.pair_index), r.cell, r.method, str(r.seed), str(r.config.train.steps), r.run_key)
+            Console().print(table)
+            return
+
+        import socket
+
+        from haares.jobs import enqueue_runs, make_engine, reap
+        from haares.jobs.provenance import code_ref
+        from haares.settings import resolve_db_url
+
+        engine = make_engine(resolve_db_url(db))
+        try:
+            reap(engine=engine, host=socket.gethostname())
+            ref = code_ref()
+            result = enqueue_runs(engine=engine, grid=grid, runs=runs, priority=priority, code_ref=ref)
+        finally:
+            engine.dispose()
+        typer.echo(f"{grid}: {result.new} new, {result.existing} existing")
+        if result.new == 0 and runs:
+            typer.echo("nothing to add: every run of this grid is already queued or done")
+        if result.other_code_ref:
+            typer.echo(f"note: {result.other_code_ref} existing runs were enqueued from another code version "
+                       f"(now {ref}); they are kept, not duplicated")

@@ -1,0 +1,54 @@
+"""`haares cancel|retry|hold|release`: change the state of jobs chosen by id or by grid."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Optional
+
+import typer
+
+from haares.cli.options import DbOption, GridOption
+
+JobIds = Annotated[Optional[list[int]], typer.Argument(help="Job ids (see `haares status`).", show_default=False)]
+
+
+def apply(op_name: str, *, db: str | None, job_ids: list[int] | None, grid: str | None, fresh: bool = False) -> int:
+    """Open the database and run one admin operation of haares.jobs.admin; returns jobs changed."""
+    from haares.jobs import admin, make_engine
+    from haares.settings import resolve_db_url
+
+    op: Callable[..., int] = getattr(admin, op_name)
+    engine = make_engine(resolve_db_url(db))
+    try:
+        return op(engine=engine, job_ids=job_ids or None, grid=grid, fresh=fresh)
+    finally:
+        engine.dispose()
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def cancel(job_ids: JobIds = None, grid: GridOption = None, db: DbOption = None) -> None:
+        """Cancel jobs: queued/held ones at once, running ones are stopped by their worker."""
+        typer.echo(f"cancelled {apply('cancel', db=db, job_ids=job_ids, grid=grid)} jobs "
+                   "(running ones stop at their next heartbeat)")
+
+    @app.command()
+    def retry(
+        job_ids: JobIds = None,
+        grid: GridOption = None,
+        fresh: Annotated[bool, typer.Option("--fresh", help="Start from step 0 instead of the last checkpoint.")] = False,
+        db: DbOption = None,
+    ) -> None:
+        """Requeue failed or cancelled jobs with a full retry budget (resuming unless --fresh)."""
+        n = apply("retry", db=db, job_ids=job_ids, grid=grid, fresh=fresh)
+        typer.echo(f"requeued {n} jobs" + (" (fresh start)" if fresh else ""))
+
+    @app.command()
+    def hold(job_ids: JobIds = None, grid: GridOption = None, db: DbOption = None) -> None:
+        """Keep queued jobs from being claimed until `haares release`."""
+        typer.echo(f"held {apply('hold', db=db, job_ids=job_ids, grid=grid)} jobs")
+
+    @app.command()
+    def release(job_ids: JobIds = None, grid: GridOption = None, db: DbOption = None) -> None:
+        """Put held jobs back on the queue."""
+        typer.echo(f"released {apply('release', db=db, job_ids=job_ids, grid=grid)} jobs")

@@ -1,0 +1,128 @@
+"""`haares status`: what runs where, how far, and when it ends; a rich table per grid, or one JSON object."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Annotated, Any
+
+import typer
+
+from haares.cli.options import DbOption, GridOption
+
+STATE_STYLE = {"queued": "white", "running": "cyan", "succeeded": "green", "failed": "red",
+               "cancelled": "magenta", "held": "yellow"}
+
+
+def snapshot(*, engine: Any, grid: str | None) -> dict[str, Any]:
+    """Reap (this host's dead workers, expired leases), then {"grids": {grid: {state: n}}, "jobs": [...]}."""
+    import socket
+
+    from haares.jobs import job_rows, reap, state_counts
+
+    reap(engine=engine, host=socket.gethostname())
+    return {"grids": state_counts(engine=engine, grid=grid), "jobs": job_rows(engine=engine, grid=grid)}
+
+
+def _num(value: float | None, fmt: str) -> str:
+    return "" if value is None else format(value, fmt)
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    seconds = int(seconds)
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+
+
+def heartbeat_style(age_s: float | None, *, interval_s: float, ttl_s: float) -> str:
+    """Yellow above 2 x the heartbeat interval, red above the lease TTL."""
+    if age_s is None:
+        return ""
+    return "red" if age_s > ttl_s else "yellow" if age_s > 2 * interval_s else "green"
+
+
+def render(snap: dict[str, Any], *, grid: str | None) -> Any:
+    """A rich renderable: per grid, counts by state and one row per (cell, method, seed) run."""
+    from rich import box
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    from haares.jobs.lease import HEARTBEAT_INTERVAL_S, LEASE_TTL_S
+    from haares.jobs.views import NO_GRID
+
+    if not snap["jobs"]:
+        return Text("no jobs" + (f" in grid {grid}" if grid else "") + "; add some with `haares enqueue --grid NAME`")
+    parts: list[Any] = []
+    columns = ("job", "cell", "method", "seed", "state", "step", "last val", "best val", "tok/s", "ETA", "worker",
+               "GPU", "beat")
+    always = {"job", "method", "seed", "state", "step"}
+    for name, counts in snap["grids"].items():
+        rows = []
+        for job in snap["jobs"]:
+            if not (name in job["grids"] or (name == NO_GRID and not job["grids"])):
+                continue
+            state = job["state"] + (" (cancelling)" if job["cancel_requested"] else "")
+            age = job["heartbeat_age_s"]
+            rows.append((
+                str(job["job_id"]), job["cell"], job["method"], str(job["seed"]),
+                Text(state, style=STATE_STYLE.get(job["state"], "")),
+                f"{job['step']}/{job['total_steps']}" if job["total_steps"] else str(job["step"]),
+                _num(job["last_val_loss"], ".4f"), _num(job["best_val_loss"], ".4f"),
+                _num(job["tokens_per_s"], ",.0f"), _duration(job["eta_s"]), job["worker"] or "", job["gpu"] or "",
+                Text(_duration(age), style=heartbeat_style(age, interval_s=HEARTBEAT_INTERVAL_S, ttl_s=LEASE_TTL_S)),
+            ))
+        # Show only columns that hold something, so a queue of 80 columns' width stays readable.
+        keep = [i for i, col in enumerate(columns) if col in always or any(str(r[i]) for r in rows)]
+        summary = ", ".join(f"{n} {state}" for state, n in counts.items())
+        table = Table(title=f"{name}: {summary}", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+        for i in keep:
+            table.add_column(columns[i], justify="right" if columns[i] in ("job", "seed", "step", "tok/s") else "left")
+        for r in rows:
+            table.add_row(*(r[i] for i in keep))
+        parts.append(table)
+        errors = [j for j in snap["jobs"] if j["state"] == "failed" and j["error"] and name in j["grids"]]
+        for job in errors:
+            parts.append(Text(f"  job {job['job_id']} failed: {job['error'].strip().splitlines()[-1][:160]}",
+                              style="red"))
+    return Group(*parts)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def status(
+        grid: GridOption = None,
+        watch: Annotated[bool, typer.Option("--watch", "-w", help="Refresh every 2 s until Ctrl-C.")] = False,
+        as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object: grids (counts) and jobs.")] = False,
+        db: DbOption = None,
+    ) -> None:
+        """Show jobs per grid: state, step, val loss, tokens/s, ETA, worker, GPU and heartbeat age."""
+        from rich.console import Console
+
+        from haares.jobs import make_engine
+        from haares.settings import resolve_db_url
+
+        engine = make_engine(resolve_db_url(db))
+        try:
+            if as_json:
+                typer.echo(json.dumps(snapshot(engine=engine, grid=grid), default=str))
+                return
+            console = Console()
+            if not watch:
+                console.print(render(snapshot(engine=engine, grid=grid), grid=grid))
+                return
+            from rich.live import Live
+
+            try:
+                with Live(render(snapshot(engine=engine, grid=grid), grid=grid), console=console,
+                          auto_refresh=False) as live:
+                    while True:
+                        time.sleep(2.0)
+                        live.update(render(snapshot(engine=engine, grid=grid), grid=grid), refresh=True)
+            except KeyboardInterrupt:
+                pass
+        finally:
+            engine.dispose()
