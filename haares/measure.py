@@ -1,0 +1,104 @@
+"""Honest measurement for training runs: a pausable training clock, peak memory, device and code provenance.
+
+The clock synchronises CUDA before every reading, so queued kernels are charged to the right interval;
+evaluation and checkpointing are excluded by pausing it. Knows nothing of models or the queue.
+"""
+
+from __future__ import annotations
+
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import haares
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued kernels on `device` (no-op on the CPU) so a clock reading covers them."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class TrainClock:
+    """Accumulates seconds while running; `pause()`/`resume()` bracket eval and checkpoint time.
+
+    `total` (seconds) survives resumes: it starts from the value stored in a checkpoint.
+    """
+
+    def __init__(self, device: torch.device, *, total: float = 0.0) -> None:
+        self.device = device
+        self.total = total
+        self._started: float | None = None
+
+    def resume(self) -> None:
+        """Start counting (synchronising first, so earlier device work is not charged)."""
+        if self._started is None:
+            synchronize(self.device)
+            self._started = time.perf_counter()
+
+    def pause(self) -> float:
+        """Stop counting; returns the running total in seconds."""
+        if self._started is not None:
+            synchronize(self.device)
+            self.total += time.perf_counter() - self._started
+            self._started = None
+        return self.total
+
+    def read(self) -> float:
+        """The total so far, including the open interval, without pausing (synchronises)."""
+        if self._started is None:
+            return self.total
+        synchronize(self.device)
+        return self.total + time.perf_counter() - self._started
+
+
+def peak_memory_bytes(device: torch.device) -> int:
+    """Peak memory of this process so far: CUDA max_memory_allocated on GPU, peak RSS on the CPU."""
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # Linux reports KiB, macOS bytes.
+    return int(peak if sys.platform == "darwin" else peak * 1024)
+
+
+def device_name(device: torch.device) -> str:
+    """A human-readable device name, e.g. 'NVIDIA H100 80GB HBM3' or 'cpu (x86_64, 2 threads)'."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.machine() or 'unknown'}, {torch.get_num_threads()} threads)"
+
+
+def code_version() -> dict[str, Any]:
+    """Provenance of the code that trained a run: package version, git SHA and dirty flag, torch version.
+
+    git fields are None when the package does not sit in a git checkout (an installed wheel).
+    """
+    root = Path(haares.__file__).resolve().parent.parent
+    sha: str | None = None
+    dirty: bool | None = None
+    if (root / ".git").exists():
+        try:
+            sha = _git(root, "rev-parse", "HEAD")
+            dirty = bool(_git(root, "status", "--porcelain", "--untracked-files=no"))
+        except (OSError, subprocess.SubprocessError):
+            sha, dirty = None, None
+    return {
+        "haares": haares.__version__,
+        "git_sha": sha,
+        "git_dirty": dirty,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def _git(root: Path, *args: str) -> str:
+    out = subprocess.run(
+        ["git", *args], cwd=root, capture_output=True, text=True, timeout=10, check=True
+    )
+    return out.stdout.strip()

@@ -1,0 +1,606 @@
+"""The training loop: the paper's protocol (product.md) as one plain function, `train()`.
+
+Owns the optimizer groups, evaluation on the fixed validation set, the loop with its clock, exact
+resume from checkpoints, stop requests (Preempted) and divergence (NonFiniteLoss). It knows nothing
+of the queue or the database: callers pass callbacks. Checkpoint files are checkpoint.py's, clocks
+and memory readings measure.py's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from haares.checkpoint import (
+    atomic_write_text,
+    load_latest_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from haares.config import RunConfig, TrainConfig
+from haares.errors import HaaresError
+from haares.measure import TrainClock, code_version, device_name, peak_memory_bytes
+
+# On CUDA a loss is read back (a device sync) only every this many steps, unless something else
+# needs it sooner (progress, evaluation, a stop request); on the CPU it is read every step.
+CUDA_LOSS_SYNC_EVERY = 16
+
+
+class Preempted(Exception):
+    """Training stopped at a step boundary on request; a checkpoint of `step` was written first."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+        super().__init__(f"stopped at step {step} on request; checkpoint written, resume to continue")
+
+
+class NonFiniteLoss(Exception):
+    """The loss became NaN or infinite: the run diverged (a terminal failure, not retried)."""
+
+    def __init__(self, step: int, value: float, *, split: str = "training") -> None:
+        self.step = step
+        self.value = value
+        super().__init__(f"non-finite {split} loss {value} at step {step}")
+
+
+@dataclass(frozen=True)
+class EvalPoint:
+    """One evaluation. Speeds cover the window since the previous evaluation, eval and checkpoint excluded."""
+
+    step: int
+    """Optimizer steps completed."""
+    tokens: int
+    """Training tokens consumed: step x batch_size x seq_len."""
+    train_seconds: float
+    """Training clock so far (s), across resumes; eval, checkpoint and compile warm-up excluded."""
+    val_loss: float
+    """Mean cross-entropy per validation token (nats)."""
+    val_ppl: float
+    """exp(val_loss)."""
+    val_bpb: float
+    """Bits per UTF-8 byte of the evaluated validation text."""
+    train_loss: float
+    """Mean training loss (nats) over the steps of the window."""
+    steps_per_s: float
+    tokens_per_s: float
+    peak_mem_bytes: int
+    """Peak device memory of this process (CUDA max allocated; peak RSS on the CPU)."""
+    device: str
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a finished run reports; evals include those made before any resume."""
+
+    best_val_loss: float
+    best_step: int
+    final_step: int
+    evals: list[EvalPoint]
+    batch_order_hash: str
+    device: str
+    summary: Path
+    """run_dir/summary.json."""
+
+
+@dataclass
+class TrainCallbacks:
+    """Optional hooks; each is called in the training process, with the training clock stopped."""
+
+    on_eval: Callable[[EvalPoint], None] | None = None
+    on_progress: Callable[[int, float, float], None] | None = None
+    """(step, latest training loss, tokens/s over the current window); throttled by progress_interval_s."""
+    on_checkpoint: Callable[[int, Path], None] | None = None
+    progress_interval_s: float = 1.0
+    """Minimum seconds between on_progress calls (0 = every step); the last step is always reported."""
+
+
+# --- optimizer ----------------------------------------------------------------------------------
+
+
+def param_groups(model: nn.Module, train_cfg: TrainConfig) -> list[dict[str, Any]]:
+    """AdamW groups by role (never by ndim), each parameter in exactly one group.
+
+    | group     | members                                           | weight decay          |
+    | linear    | weight of every nn.Linear outside model.residual  | train_cfg.weight_decay |
+    | embedding | model.embed.weight (tied with the output head)    | train_cfg.weight_decay |
+    | residual  | every parameter of model.residual (routers, gains, detail biases, scales) | 0 |
+    | other     | the rest: RMSNorm gains                           | 0                     |
+
+    Empty groups are left out. Each group carries a "name" key.
+    """
+    residual = getattr(model, "residual", None)
+    residual_ids = {id(p) for p in residual.parameters()} if residual is not None else set()
+    linear_ids = {
+        id(module.weight)
+        for module in model.modules()
+        if isinstance(module, nn.Linear) and id(module.weight) not in residual_ids
+    }
+    embed_id = id(model.embed.weight)
+    groups: dict[str, list[nn.Parameter]] = {"linear": [], "embedding": [], "residual": [], "other": []}
+    # named_parameters() yields a tied parameter once, so the shared head/embedding is not doubled.
+    for _name, param in model.named_parameters():
+        if id(param) in residual_ids:
+            groups["residual"].append(param)
+        elif id(param) == embed_id:
+            groups["embedding"].append(param)
+        elif id(param) in linear_ids:
+            groups["linear"].append(param)
+        else:
+            groups["other"].append(param)
+    decay = {"linear": train_cfg.weight_decay, "embedding": train_cfg.weight_decay}
+    return [
+        {"name": name, "params": params, "weight_decay": decay.get(name, 0.0)}
+        for name, params in groups.items()
+        if params
+    ]
+
+
+def make_optimizer(model: nn.Module, train_cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW over `param_groups`, constant lr, fused on CUDA."""
+    return torch.optim.AdamW(
+        param_groups(model, train_cfg),
+        lr=train_cfg.lr,
+        betas=(train_cfg.beta1, train_cfg.beta2),
+        eps=train_cfg.adam_eps,
+        fused=device.type == "cuda",
+    )
+
+
+# --- steps and evaluation -------------------------------------------------------------------------
+
+
+def precision_context(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast for "bf16"; nothing for "fp32" (TF32 is switched off by `train`)."""
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def train_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    grad_clip: float,
+    precision: str,
+) -> torch.Tensor:
+    """One AdamW step on one batch (inputs, targets: (B, T) long); returns the detached loss (nats).
+
+    The loss is left on the device: reading it is a sync, which the caller batches.
+    """
+    with precision_context(precision, inputs.device):
+        _, loss = model(inputs, targets)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    return loss.detach()
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]], *, n_bytes: int, precision: str
+) -> tuple[float, float, float]:
+    """(val_loss nats/token, PPL, bits per byte) over the fixed validation batches, token-weighted."""
+    was_training = model.training
+    model.eval()
+    total = None
+    n_tokens = 0
+    for inputs, targets in batches:
+        with precision_context(precision, inputs.device):
+            _, loss = model(inputs, targets)
+        # Weight by tokens so a short last batch counts for what it holds; sum in fp64 on device.
+        part = loss.double() * targets.numel()
+        total = part if total is None else total + part
+        n_tokens += targets.numel()
+    model.train(was_training)
+    if total is None or n_tokens == 0:
+        raise HaaresError("the validation set is empty; raise data.eval_tokens or check the dataset")
+    nats = float(total.item())
+    val_loss = nats / n_tokens
+    ppl = math.exp(val_loss) if val_loss < 700 else math.inf
+    bpb = nats / math.log(2) / n_bytes if n_bytes > 0 else math.nan
+    return val_loss, ppl, bpb
+
+
+# --- signals ----------------------------------------------------------------------------------
+
+
+def install_sigterm_handler() -> Callable[[], bool]:
+    """Turn SIGTERM and SIGINT into a flag; returns the `should_stop` poll for `train`.
+
+    A second SIGINT (Ctrl-C twice) raises KeyboardInterrupt at once. Call from the main thread.
+    """
+    flag = threading.Event()
+
+    def handler(signum: int, _frame: Any) -> None:
+        if signum == signal.SIGINT and flag.is_set():
+            raise KeyboardInterrupt
+        flag.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    return flag.is_set
+
+
+# --- the loop ---------------------------------------------------------------------------------
+
+
+@dataclass
+class _Window:
+    """Accumulators since the previous evaluation (saved in checkpoints, so resumes keep them exact)."""
+
+    start_seconds: float = 0.0
+    timed_steps: int = 0
+    loss_sum: float = 0.0
+    loss_count: int = 0
+
+
+@dataclass
+class _State:
+    """Everything besides model and optimizer that a checkpoint must restore."""
+
+    step: int = 0
+    best_val_loss: float = math.inf
+    best_step: int = -1
+    evals: list[EvalPoint] = field(default_factory=list)
+    train_seconds: float = 0.0
+    warmup_seconds: float = 0.0
+    window: _Window = field(default_factory=_Window)
+
+
+class _LossLog:
+    """Training losses left on the device until read in one sync; raises NonFiniteLoss naming the step."""
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[int, torch.Tensor]] = []
+        self.last = math.nan
+
+    def add(self, step: int, loss: torch.Tensor) -> None:
+        self.pending.append((step, loss))
+
+    def flush(self, window: _Window) -> None:
+        if not self.pending:
+            return
+        values = torch.stack([loss for _, loss in self.pending]).float().tolist()
+        steps = [step for step, _ in self.pending]
+        self.pending = []
+        for step, value in zip(steps, values, strict=True):
+            if not math.isfinite(value):
+                raise NonFiniteLoss(step, value)
+            window.loss_sum += value
+            window.loss_count += 1
+            self.last = value
+
+
+def train(
+    cfg: RunConfig,
+    *,
+    device: str,
+    run_dir: Path,
+    callbacks: TrainCallbacks | None = None,
+    resume: bool = True,
+    should_stop: Callable[[], bool] | None = None,
+) -> RunResult:
+    """Train `cfg` on `device` ("cpu", "cuda", "cuda:1"), writing checkpoints, evals.jsonl and summary.json.
+
+    Steps are numbered by optimizer updates completed; update k (0-based) uses TrainBatches.batch(k),
+    so a resumed run sees exactly the batches of its uninterrupted twin. Evaluates and checkpoints every
+    train.eval_every steps and at the last step. With `resume`, continues from the newest valid checkpoint
+    in run_dir/checkpoints; without, deletes earlier checkpoints and starts over.
+
+    Raises Preempted(step) after checkpointing when `should_stop()` turns true (polled at every step
+    boundary), NonFiniteLoss on a NaN/inf loss, HaaresError on a bad device or a run_dir of another run.
+    """
+    callbacks = callbacks or TrainCallbacks()
+    dev = _resolve_device(device)
+    if cfg.train.precision == "fp32":
+        # The paper trains in true fp32; TF32 matmuls would silently change the numerics.
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+    run_dir = Path(run_dir)
+    ckpt_dir = run_dir / "checkpoints"
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    from haares.data import EvalSet, TrainBatches, prepare
+    from haares.model import build_model
+
+    data = prepare(cfg.data)
+    if data.tokenizer.vocab_size > cfg.model.vocab_size:
+        raise HaaresError(
+            f"the {cfg.data.tokenizer} tokenizer has {data.tokenizer.vocab_size} ids but model.vocab_size is "
+            f"{cfg.model.vocab_size}; set model.vocab_size={data.tokenizer.vocab_size}"
+        )
+    B, T = cfg.train.batch_size, cfg.data.seq_len
+    batches = TrainBatches(data.train, seq_len=T, batch_size=B, data_seed=cfg.data.data_seed)
+    order_hash = batches.order_hash(cfg.train.steps)
+    eval_set = EvalSet(
+        data.val, seq_len=T, batch_size=cfg.train.eval_batch_size,
+        eval_tokens=cfg.data.eval_tokens, tokenizer=data.tokenizer,
+    )
+    # The validation set is fixed and small: keep it on the device for the whole run.
+    eval_batches = [_to_device(b, dev) for b in eval_set.batches()]
+
+    model = build_model(cfg.model, seed=cfg.seed).to(dev)
+    model.train()
+    optimizer = make_optimizer(model, cfg.train, dev)
+    state = _State()
+    name = device_name(dev)
+    code = code_version()
+    identity = {"run_key": cfg.run_key(), "data_fingerprint": str(data.fingerprint), "batch_order_hash": order_hash}
+
+    if resume:
+        loaded = load_latest_checkpoint(ckpt_dir)
+        if loaded is not None:
+            state = _restore(loaded, model=model, optimizer=optimizer, device=dev, identity=identity)
+    else:
+        for stale in ckpt_dir.glob("*.ckpt"):
+            stale.unlink()
+    # evals.jsonl holds exactly the evaluations up to the restored step (drops those a crash repeated).
+    atomic_write_text(run_dir / "evals.jsonl", "".join(_jsonl(asdict(p)) for p in state.evals))
+    if cfg.train.compile:
+        # In place (nn.Module.compile), so state_dict keys and checkpoints are unchanged.
+        for sublayer in model.sublayers:
+            sublayer.compile()
+
+    clock = TrainClock(dev, total=state.train_seconds)
+    losses = _LossLog()
+    sync_every = 1 if dev.type != "cuda" else CUDA_LOSS_SYNC_EVERY
+    last_ckpt_step = state.step if state.step > 0 else -1
+    last_progress = -math.inf
+    warm_up = cfg.train.compile  # the first step of a session compiles: timed apart from training
+
+    def checkpoint(step: int) -> None:
+        state.step = step
+        state.train_seconds = clock.total
+        path = save_checkpoint(ckpt_dir, step=step, state=_snapshot(state, model, optimizer, dev, cfg, identity))
+        _write_summary(run_dir, cfg, state, identity, name, code=code, total_steps=cfg.train.steps,
+                       complete=False)
+        if callbacks.on_checkpoint:
+            callbacks.on_checkpoint(step, path)
+
+    step = state.step
+    while step < cfg.train.steps:
+        if should_stop is not None and should_stop():
+            clock.pause()
+            losses.flush(state.window)
+            if last_ckpt_step != step:
+                checkpoint(step)
+            raise Preempted(step)
+
+        inputs, targets = _to_device(batches.batch(step), dev)
+        if warm_up:
+            clock.pause()
+            warm_clock = TrainClock(dev)
+            warm_clock.resume()
+            loss = train_step(model, optimizer, inputs, targets, grad_clip=cfg.train.grad_clip,
+                              precision=cfg.train.precision)
+            state.warmup_seconds += warm_clock.pause()
+            warm_up = False
+        else:
+            clock.resume()
+            loss = train_step(model, optimizer, inputs, targets, grad_clip=cfg.train.grad_clip,
+                              precision=cfg.train.precision)
+            state.window.timed_steps += 1
+        step += 1
+        losses.add(step, loss)
+
+        is_eval = step % cfg.train.eval_every == 0 or step == cfg.train.steps
+        now = time.monotonic()
+        wants_progress = callbacks.on_progress is not None and (
+            now - last_progress >= callbacks.progress_interval_s or step == cfg.train.steps
+        )
+        if is_eval or wants_progress or len(losses.pending) >= sync_every:
+            losses.flush(state.window)
+        if wants_progress:
+            clock.pause()
+            last_progress = now
+            callbacks.on_progress(step, losses.last, _rate(state.window.timed_steps * B * T, clock.total - state.window.start_seconds))
+        if is_eval:
+            clock.pause()
+            point = _evaluate_point(model, eval_batches, eval_set.n_bytes, cfg, state, clock.total, step, dev, name)
+            state.evals.append(point)
+            if point.val_loss < state.best_val_loss:
+                state.best_val_loss, state.best_step = point.val_loss, step
+            with open(run_dir / "evals.jsonl", "a", encoding="utf-8") as handle:
+                handle.write(_jsonl(asdict(point)))
+            # on_eval before the checkpoint: a crash in between repeats the eval (at least once),
+            # rather than losing it (at most once); consumers key evals by step.
+            if callbacks.on_eval:
+                callbacks.on_eval(point)
+            state.window = _Window(start_seconds=clock.total)
+            checkpoint(step)
+            last_ckpt_step = step
+
+    clock.pause()
+    state.step = step
+    state.train_seconds = clock.total
+    summary = _write_summary(run_dir, cfg, state, identity, name, code=code, total_steps=cfg.train.steps,
+                             complete=True)
+    return RunResult(
+        best_val_loss=state.best_val_loss,
+        best_step=state.best_step,
+        final_step=step,
+        evals=list(state.evals),
+        batch_order_hash=order_hash,
+        device=name,
+        summary=summary,
+    )
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+def _resolve_device(device: str) -> torch.device:
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        raise HaaresError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from exc
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise HaaresError(f"device {device!r} requested but torch sees no CUDA GPU; use --device cpu")
+        if dev.index is None:
+            dev = torch.device("cuda", torch.cuda.current_device())
+        if dev.index >= torch.cuda.device_count():
+            raise HaaresError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) visible")
+        torch.cuda.set_device(dev)
+    elif dev.type != "cpu":
+        raise HaaresError(f"unsupported device {device!r}; use cpu, cuda or cuda:N")
+    return dev
+
+
+def _to_device(batch: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, T+1) token ids -> inputs (B, T) and next-token targets (B, T), int64 on `device`."""
+    tokens = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.int64))
+    if device.type == "cuda":
+        tokens = tokens.pin_memory().to(device, non_blocking=True)
+    return tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous()
+
+
+def _rate(count: float, seconds: float) -> float:
+    return count / seconds if seconds > 0 else 0.0
+
+
+def _evaluate_point(
+    model: nn.Module,
+    eval_batches: list[tuple[torch.Tensor, torch.Tensor]],
+    n_bytes: int,
+    cfg: RunConfig,
+    state: _State,
+    train_seconds: float,
+    step: int,
+    device: torch.device,
+    name: str,
+) -> EvalPoint:
+    val_loss, ppl, bpb = evaluate(model, eval_batches, n_bytes=n_bytes, precision=cfg.train.precision)
+    if not math.isfinite(val_loss):
+        raise NonFiniteLoss(step, val_loss, split="validation")
+    window = state.window
+    seconds = train_seconds - window.start_seconds
+    tokens_per_step = cfg.train.batch_size * cfg.data.seq_len
+    return EvalPoint(
+        step=step,
+        tokens=step * tokens_per_step,
+        train_seconds=train_seconds,
+        val_loss=val_loss,
+        val_ppl=ppl,
+        val_bpb=bpb,
+        train_loss=window.loss_sum / window.loss_count if window.loss_count else math.nan,
+        steps_per_s=_rate(window.timed_steps, seconds),
+        tokens_per_s=_rate(window.timed_steps * tokens_per_step, seconds),
+        peak_mem_bytes=peak_memory_bytes(device),
+        device=name,
+    )
+
+
+def _snapshot(
+    state: _State,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    device: torch.device,
+    cfg: RunConfig,
+    identity: dict[str, str],
+) -> dict[str, Any]:
+    return {
+        "format": 1,
+        **identity,
+        "config": cfg.to_dict(),
+        "step": state.step,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "rng": rng_state(device),
+        "best_val_loss": state.best_val_loss,
+        "best_step": state.best_step,
+        "evals": [asdict(p) for p in state.evals],
+        "train_seconds": state.train_seconds,
+        "warmup_seconds": state.warmup_seconds,
+        "window": asdict(state.window),
+    }
+
+
+def _restore(
+    loaded: tuple[Path, dict[str, Any]],
+    *,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    device: torch.device,
+    identity: dict[str, str],
+) -> _State:
+    path, snap = loaded
+    for key, expected in identity.items():
+        if snap.get(key) != expected:
+            raise HaaresError(
+                f"checkpoint {path} has {key}={snap.get(key)!r} but this run has {expected!r}; "
+                f"train in another run dir or start over with --fresh (resume=False)"
+            )
+    model.load_state_dict(snap["model"])
+    optimizer.load_state_dict(snap["optimizer"])
+    set_rng_state(snap["rng"], device)
+    return _State(
+        step=int(snap["step"]),
+        best_val_loss=float(snap["best_val_loss"]),
+        best_step=int(snap["best_step"]),
+        evals=[EvalPoint(**p) for p in snap["evals"]],
+        train_seconds=float(snap["train_seconds"]),
+        warmup_seconds=float(snap["warmup_seconds"]),
+        window=_Window(**snap["window"]),
+    )
+
+
+def _write_summary(
+    run_dir: Path,
+    cfg: RunConfig,
+    state: _State,
+    identity: dict[str, str],
+    device: str,
+    *,
+    code: dict[str, Any],
+    total_steps: int,
+    complete: bool,
+) -> Path:
+    """run_dir/summary.json: config, provenance, pairing hash and the best result so far."""
+    path = run_dir / "summary.json"
+    summary = {
+        **identity,
+        "config": cfg.to_dict(),
+        "code": code,
+        "torch": torch.__version__,
+        "device": device,
+        "best_val_loss": state.best_val_loss if state.evals else None,
+        "best_step": state.best_step if state.evals else None,
+        "final_step": state.step,
+        "total_steps": total_steps,
+        "complete": complete,
+        "train_seconds": state.train_seconds,
+        "warmup_seconds": state.warmup_seconds,
+        "n_evals": len(state.evals),
+    }
+    atomic_write_text(path, json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def _jsonl(record: dict[str, Any]) -> str:
+    return json.dumps(record, sort_keys=True) + "\n"
+
+
+def iter_evals(run_dir: Path) -> Iterator[dict[str, Any]]:
+    """The records of run_dir/evals.jsonl, in order (for callers that read a run back)."""
+    path = Path(run_dir) / "evals.jsonl"
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                yield json.loads(line)
