@@ -55,11 +55,9 @@ def table12_report(grid: Grid, summary: pd.DataFrame, evals: pd.DataFrame, capti
         mean = ttt.ttt_mean(per_seed.reset_index()) if len(per_seed) else None
         if mean is not None:
             stated = paper.TABLE12_MEAN if with_paper and grid.name == "main48" else {}
-            row = _row(pd.Series(mean), stated, mean=True)
             flag = incomplete(mean["n_reached"], mean["n_seeds"], "seeds reached")
             flag += incomplete(mean["n_seeds"], len(seeds), "seeds complete")
-            row["HAARES step"] += flag
-            rows.append(("mean", row))
+            rows.append(("mean", _row(pd.Series(mean), stated, mean=True, flag=flag)))
         frame = pd.DataFrame([r for _, r in rows], index=pd.Index([s for s, _ in rows], name="Seed"))
         data = per_seed.reset_index().assign(cell=cell)
         sections.append(Section(f"cell {cell}" if cell else "", frame, data))
@@ -82,13 +80,16 @@ def table12_report(grid: Grid, summary: pd.DataFrame, evals: pd.DataFrame, capti
     return Report("Table 12", head + caption, sections)
 
 
-def _row(r: pd.Series, stated: dict, *, mean: bool) -> dict[str, str]:
+def _row(r: pd.Series, stated: dict, *, mean: bool, flag: str = "") -> dict[str, str]:
+    """Display cells of one seed (or of the mean row, with `flag` marking an incomplete mean)."""
     reached = bool(r["n_reached"]) if mean else bool(r["reached"])
+    step = (steps_text(r["step"], mean=mean) if reached else "not reached") + flag
+    if stated.get("step") is not None:
+        step += f" [paper {steps_text(stated['step'], mean=mean)}]"
     time_text = f"{fmt(r['baseline_hours'], 2)} → {fmt(r['method_hours'], 2) if reached else 'not reached'}"
     return {
         "Target": with_paper_value(fmt(r["target"]), stated.get("target")),
-        "HAARES step": with_paper_value(steps_text(r["step"], mean=mean) if reached else "not reached",
-                                        stated.get("step"), 0),
+        "HAARES step": step,
         "HAARES val": with_paper_value(fmt(r["val"]) if reached else DASH, stated.get("val")),
         "Steps/s (BAR / HAARES)": f"{fmt(r['baseline_steps_per_s'], 2)} / {fmt(r['method_steps_per_s'], 2)}",
         "Time h (BAR → HAARES)": with_paper_value(time_text, stated.get("hours"), 2),
