@@ -60,6 +60,7 @@ class Router(nn.Module):
         self.w = nn.Parameter(torch.empty(d_model))
         self.gain = nn.Parameter(torch.empty(d_model))
         self.recorder: SourceRecord | None = None  # set only inside record_sources()
+        self.route_fn = route  # swapped by use_router(); same function, other implementation
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
@@ -72,7 +73,24 @@ class Router(nn.Module):
         """values: M sources (B, T, D); biases: (M,) or None -> (B, T, D)."""
         if self.recorder is not None:
             (self.recorder.readout if self.readout else self.recorder.sublayer).append(len(values))
-        return route(values, self.w, self.gain, biases, self.eps)
+        return self.route_fn(values, self.w, self.gain, biases, self.eps)
+
+
+def route_impls() -> dict[str, object]:
+    """Implementations of `route`, by name: the reference here, the fused one in fused_router."""
+    from haares.residual.fused_router import route_fused
+
+    return {"reference": route, "fused": route_fused}
+
+
+def use_router(model: nn.Module, name: str) -> None:
+    """Make every Router in `model` route with implementation `name` ('reference' or 'fused')."""
+    impls = route_impls()
+    if name not in impls:
+        raise ValueError(f"unknown router implementation {name!r}; known: {sorted(impls)}")
+    for module in model.modules():
+        if isinstance(module, Router):
+            module.route_fn = impls[name]
 
 
 @contextmanager
