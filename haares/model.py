@@ -122,7 +122,8 @@ class GPT(nn.Module):
         logits = self.norm(h) @ self.embed.weight.T  # tied head: (B, T, V)
         if targets is None:
             return logits, None
-        loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
+        # Loss in at least fp32 (bf16 logits are upcast; fp64 test models stay fp64).
+        loss = F.cross_entropy(logits.flatten(0, 1).to(torch.promote_types(logits.dtype, torch.float32)), targets.flatten())
         return logits, loss
 
     @torch.no_grad()
