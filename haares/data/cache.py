@@ -110,8 +110,8 @@ def _build(spec: DatasetSpec, data: DataConfig, *, key: dict, entry: Path, progr
             tokenizer.save(tmp / TOKENIZER_FILES[data.tokenizer])
             counts = {}
             for split, docs in (("train", corpus.train), ("val", corpus.validation)):
-                counts[split] = _write_split(tmp / f"{split}.bin", docs, corpus.joiner, tokenizer, bar=bar, label=split, workers=workers)
-                if counts[split] == 0:
+                counts[split], n_chars = _write_split(tmp / f"{split}.bin", docs, corpus.joiner, tokenizer, bar=bar, label=split, workers=workers)
+                if n_chars == 0:
                     raise HaaresError(f"the {split} split of {spec.name} has no text; check the data (or --path)")
         meta = {
             "key": key,
@@ -140,7 +140,7 @@ def _train_tokenizer(corpus: Corpus, kind: str, *, bar: _Progress, workers: int)
         total = np.zeros(MAX_CODE_POINT, dtype=np.int64)
         task = bar.add("count chars (train)", corpus.train.n_docs)
         chunks = chunk_docs(corpus.train.batches(), joiner=corpus.joiner)
-        for n_docs, counts in parallel_map(count_chunk, chunks, workers=workers):
+        for (n_docs, _), counts in parallel_map(count_chunk, chunks, workers=workers):
             total += counts
             bar.advance(task, n_docs)
         return CharTokenizer.train(total)
@@ -157,21 +157,22 @@ def _docs_with_joiner(split: DocSplit, joiner: str):  # noqa: ANN202 - generator
 
 
 def _write_split(path: Path, docs: DocSplit, joiner: str, tokenizer: Any, *, bar: _Progress, label: str, workers: int) -> int:
-    """Tokenize one split into `path` (raw uint16); returns the token count."""
+    """Tokenize one split into `path` (raw uint16); returns (tokens, document characters)."""
     task = bar.add(f"tokenize {label}", docs.n_docs)
-    n_tokens = 0
+    n_tokens = n_chars = 0
     with open(path, "wb") as fh:
-        for n_docs, ids in _encoded(docs, joiner, tokenizer, workers=workers):
+        for (n_docs, chunk_chars), ids in _encoded(docs, joiner, tokenizer, workers=workers):
             fh.write(np.ascontiguousarray(ids, dtype=TOKEN_DTYPE).tobytes())
             n_tokens += len(ids)
+            n_chars += chunk_chars
             bar.advance(task, n_docs)
         fh.flush()
         os.fsync(fh.fileno())
-    return n_tokens
+    return n_tokens, n_chars
 
 
 def _encoded(docs: DocSplit, joiner: str, tokenizer: Any, *, workers: int):  # noqa: ANN202 - generator
-    """(n_docs, ids) in document order; each document is followed by `joiner`."""
+    """((n_docs, n_doc_chars), ids) in document order; each document is followed by `joiner`."""
     if isinstance(tokenizer, CharTokenizer):
         chars = tuple(tokenizer.chars)
         tasks = ((n, (chars, text)) for n, text in chunk_docs(docs.batches(), joiner=joiner))
@@ -184,7 +185,7 @@ def _encoded(docs: DocSplit, joiner: str, tokenizer: Any, *, workers: int):  # n
         parts = []
         for ids in tokenizer.encode_batch(batch):
             parts += [ids, joiner_ids]
-        yield len(batch), np.concatenate(parts) if parts else np.zeros(0, TOKEN_DTYPE)
+        yield (len(batch), sum(map(len, batch))), np.concatenate(parts) if parts else np.zeros(0, TOKEN_DTYPE)
 
 
 # --- trust and open ----------------------------------------------------------------------------

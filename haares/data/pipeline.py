@@ -20,8 +20,13 @@ CHUNK_CHARS = 4_000_000  # ~16 MB of code points per task: big enough to amortis
 MIN_PARALLEL_CHUNKS = 4  # below ~12 MB of text one process is faster than starting a pool
 
 
-def chunk_docs(batches: Iterable[list[str]], *, joiner: str, chunk_chars: int = CHUNK_CHARS) -> Iterator[tuple[int, str]]:
-    """(n_docs, text) chunks; text is each document followed by `joiner`, concatenated."""
+def chunk_docs(
+    batches: Iterable[list[str]], *, joiner: str, chunk_chars: int = CHUNK_CHARS
+) -> Iterator[tuple[tuple[int, int], str]]:
+    """((n_docs, n_doc_chars), text) chunks; text is each document followed by `joiner`, concatenated.
+
+    n_doc_chars counts document characters only (not joiners), so empty text can be told apart.
+    """
     parts: list[str] = []
     size = n = 0
     for batch in batches:
@@ -30,15 +35,15 @@ def chunk_docs(batches: Iterable[list[str]], *, joiner: str, chunk_chars: int = 
             size += len(doc)
             n += 1
             if size >= chunk_chars:
-                yield n, "".join(parts)
+                yield (n, size), "".join(parts)
                 parts, size, n = [], 0, 0
     if n:
-        yield n, "".join(parts)
+        yield (n, size), "".join(parts)
 
 
 def parallel_map(
-    fn: Callable[[Any], Any], items: Iterable[tuple[int, Any]], *, workers: int, min_items: int = MIN_PARALLEL_CHUNKS
-) -> Iterator[tuple[int, Any]]:
+    fn: Callable[[Any], Any], items: Iterable[tuple[Any, Any]], *, workers: int, min_items: int = MIN_PARALLEL_CHUNKS
+) -> Iterator[tuple[Any, Any]]:
     """(meta, fn(payload)) for (meta, payload) items, in input order.
 
     Runs in this process when there are fewer than `min_items` items or one worker (starting a
@@ -57,7 +62,7 @@ def parallel_map(
         return
     ctx = multiprocessing.get_context("forkserver")
     with ctx.Pool(workers) as pool:
-        pending: deque[tuple[int, Any]] = deque()
+        pending: deque[tuple[Any, Any]] = deque()
         for meta, payload in _chain(head, it):
             pending.append((meta, pool.apply_async(fn, (payload,))))
             if len(pending) >= 2 * workers:

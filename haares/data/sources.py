@@ -171,7 +171,7 @@ def _load_codesearchnet_jsonl(root: Path) -> Any:
         if not found:
             raise HaaresError(f"no *.jsonl files in {base / folder}")
         files[split] = found
-    ds = datasets.load_dataset("json", data_files=files)
+    ds = datasets.load_dataset("json", data_files=files, download_mode="force_redownload")
     present = set(ds["train"].column_names)
     return ds.rename_columns({k: v for k, v in CSN_RENAME.items() if k in present and v not in present})
 
@@ -235,9 +235,17 @@ def _load_shards(repo: str, spec: DatasetSpec, *, revision: str | None) -> tuple
 
 
 def _load(repo: str, config: str | None, **kwargs: Any) -> Any:
+    """datasets.load_dataset; local data is always re-read.
+
+    datasets keys its Arrow cache of a local folder by the folder's name, not its full path or
+    contents (checked with 5.2.0), so two folders named alike, or an edited file, would return stale
+    rows. Our cache key already tracks the files; re-reading costs one pass, once per build.
+    """
     import datasets
 
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    if Path(repo).exists() or kwargs.get("data_files") and config is None:
+        kwargs["download_mode"] = "force_redownload"
     return datasets.load_dataset(repo, config, **kwargs)
 
 
