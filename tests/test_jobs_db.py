@@ -1,0 +1,136 @@
+"""Opening the database: URL validation, unreachable PostgreSQL, the network-filesystem guard, per-connection
+SQLite settings, schema creation / migration / refusal of a newer schema, BUSY retried inside write
+transactions, and no torch in a queue-only process."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import sqlalchemy as sa
+
+from haares.errors import HaaresError
+from haares.jobs import db as jobs_db
+from haares.jobs import enqueue_sleep, make_engine
+from haares.jobs.migrations import MIGRATIONS, VERSION_KEY, schema_version
+from haares.jobs.schema import SCHEMA_VERSION, Job, Meta
+
+
+@pytest.mark.parametrize(
+    "url, message",
+    [
+        ("not a url", "malformed database URL"),
+        ("mysql://root@localhost/x", "unsupported database 'mysql'"),
+        ("sqlite://", "names no file"),
+        ("sqlite:///:memory:", "names no file"),
+        ("postgresql://postgres@127.0.0.1:5432", "names no database"),
+        ("postgresql+asyncpg://u@h/db", "unsupported PostgreSQL driver"),
+    ],
+)
+def test_bad_urls_are_one_line_errors(url, message, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(HaaresError, match=message) as info:
+        make_engine(url)
+    assert "\n" not in str(info.value)
+    assert list(tmp_path.iterdir()) == []  # nothing created
+
+
+def test_unreachable_postgres_fails_fast():
+    start = time.monotonic()
+    with pytest.raises(HaaresError, match="cannot connect to PostgreSQL at postgresql://postgres@127.0.0.1:1/x"):
+        make_engine("postgresql://postgres@127.0.0.1:1/x")
+    assert time.monotonic() - start < 30  # bounded by connect_timeout, not a hang
+
+
+def test_network_filesystem_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(jobs_db, "fs_magic", lambda path: 0x6969)  # NFS_SUPER_MAGIC
+    target = tmp_path / "sub" / "q.db"
+    with pytest.raises(HaaresError, match=r"network filesystem \(NFS\).*--db postgresql://.*--allow-network-fs"):
+        make_engine(f"sqlite:///{target}")
+    assert not target.parent.exists()
+    engine = make_engine(f"sqlite:///{target}", allow_network_fs=True)
+    engine.dispose()
+    assert target.exists()
+
+
+def test_fs_magic_reads_local_filesystem(tmp_path):
+    magic = jobs_db.fs_magic(tmp_path)
+    assert magic is None or magic not in (0, 0x6969)
+
+
+def test_sqlite_connection_settings(sqlite_url):
+    engine = make_engine(sqlite_url)
+    with engine.connect() as conn:
+        pragmas = {p: conn.exec_driver_sql(f"PRAGMA {p}").scalar() for p in
+                   ("journal_mode", "busy_timeout", "synchronous", "foreign_keys")}
+    assert pragmas == {"journal_mode": "wal", "busy_timeout": 30_000, "synchronous": 2, "foreign_keys": 1}
+    seen: list[str] = []
+    sa.event.listen(engine, "before_cursor_execute", lambda *a: seen.append(a[2]))
+    enqueue_sleep(engine=engine, count=1, seconds=0)
+    assert "BEGIN IMMEDIATE" in seen
+    engine.dispose()
+
+
+def test_fresh_database_is_stamped(db_url):
+    engine = make_engine(db_url)
+    with engine.connect() as conn:
+        assert schema_version(conn) == SCHEMA_VERSION
+    assert len(MIGRATIONS) == SCHEMA_VERSION - 1
+    engine.dispose()
+
+
+def test_version_1_database_is_migrated(db_url):
+    engine = make_engine(db_url)
+    [jid] = enqueue_sleep(engine=engine, count=1, seconds=0).job_ids
+    with engine.begin() as conn:  # turn it back into a version-1 database
+        conn.execute(sa.text("DROP INDEX ix_jobs_queued"))
+        conn.execute(sa.text("DROP INDEX ix_grid_runs_job_id"))
+        conn.execute(sa.text("ALTER TABLE jobs DROP COLUMN fresh_start"))
+        conn.execute(sa.update(Meta).where(Meta.key == VERSION_KEY).values(value="1"))
+    engine.dispose()
+    engine = make_engine(db_url)
+    with engine.connect() as conn:
+        assert schema_version(conn) == 2
+        names = {ix["name"] for ix in sa.inspect(conn).get_indexes("jobs")}
+        assert "ix_jobs_queued" in names
+        assert conn.execute(sa.select(Job.fresh_start).where(Job.id == jid)).scalar_one() is False
+    engine.dispose()
+
+
+def test_newer_schema_is_refused(db_url):
+    engine = make_engine(db_url)
+    with engine.begin() as conn:
+        conn.execute(sa.update(Meta).where(Meta.key == VERSION_KEY).values(value=str(SCHEMA_VERSION + 1)))
+    engine.dispose()
+    with pytest.raises(HaaresError, match="newer than this haares"):
+        make_engine(db_url)
+
+
+def test_busy_is_retried_not_raised(sqlite_url, monkeypatch):
+    """Another connection holds the write lock past busy_timeout: write_tx backs off and gets through."""
+    monkeypatch.setattr(jobs_db, "SQLITE_BUSY_TIMEOUT_MS", 20)
+    monkeypatch.setattr(jobs_db, "RETRY_TOTAL_S", 15.0)
+    engine = make_engine(sqlite_url)
+    locker = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"), isolation_level=None, check_same_thread=False)
+    locker.execute("BEGIN IMMEDIATE")
+    retries: list[str] = []
+    monkeypatch.setattr(jobs_db.log, "info", lambda msg, *a: retries.append(msg % a))
+    timer = threading.Timer(0.5, locker.commit)
+    timer.start()
+    try:
+        assert enqueue_sleep(engine=engine, count=2, seconds=0).new == 2
+    finally:
+        timer.join()
+        locker.close()
+    assert retries and all("busy" in r or "retry" in r for r in retries)
+    engine.dispose()
+
+
+def test_queue_processes_import_no_torch():
+    code = "import sys, haares.jobs, haares.cli.app; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
