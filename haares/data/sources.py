@@ -171,7 +171,7 @@ def _load_codesearchnet_jsonl(root: Path) -> Any:
         if not found:
             raise HaaresError(f"no *.jsonl files in {base / folder}")
         files[split] = found
-    ds = datasets.load_dataset("json", data_files=files, download_mode="force_redownload")
+    ds = datasets.load_dataset("json", data_files=files, download_mode="force_redownload", verification_mode="no_checks")
     present = set(ds["train"].column_names)
     return ds.rename_columns({k: v for k, v in CSN_RENAME.items() if k in present and v not in present})
 
@@ -246,6 +246,7 @@ def _load(repo: str, config: str | None, **kwargs: Any) -> Any:
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
     if Path(repo).exists() or kwargs.get("data_files") and config is None:
         kwargs["download_mode"] = "force_redownload"
+        kwargs["verification_mode"] = "no_checks"  # else sizes recorded for the old files are "expected"
     return datasets.load_dataset(repo, config, **kwargs)
 
 
