@@ -21,8 +21,9 @@ def seed_report(table: int, grid: Grid, summary: pd.DataFrame, caption: list[str
     cells = tables.ordered(grid.cells, summary["cell"])
     sections: list[Section] = []
     overview = []
+    by_cell = dict(iter(summary.groupby("cell", sort=False)))
     for cell in cells:
-        part = summary[summary["cell"] == cell]
+        part = by_cell.get(cell, summary.iloc[0:0])
         best, state = tables.seed_frames(part, methods=methods, seeds=seeds)
         stats = tables.column_stats(best)
         deltas = tables.paired_deltas(best, baseline=grid.baseline)
@@ -48,18 +49,20 @@ def seed_report(table: int, grid: Grid, summary: pd.DataFrame, caption: list[str
 
 
 def _loss_section(title, best, state, stats, key, with_paper) -> Section:
-    frame = pd.DataFrame(index=pd.Index([str(s) for s in best.index] + ["mean", "std"], name="seed"))
+    index = pd.Index([str(s) for s in best.index] + ["mean", "std"], name="seed")
+    columns: dict[str, list[str]] = {}
     records = []
+    best_of, state_of = best.to_dict(), state.to_dict()  # {method: {seed: value}}: fast scalar access
     for method in best.columns:
         cells = []
         for seed in best.index:
-            value = best.loc[seed, method]
-            text = state.loc[seed, method] or f"{fmt(value)} / {fmt(math.exp(value), 2)}"
+            value, run_state = best_of[method][seed], state_of[method][seed]
+            text = run_state or f"{fmt(value)} / {fmt(math.exp(value), 2)}"
             stated = paper.lookup(paper.SEED_LOSS, key, method, seed) if with_paper else None
             cells.append(with_paper_value(text, stated))
             records.append({"row": str(seed), "method": method, "best_val_loss": value,
                             "ppl": math.exp(value) if not math.isnan(value) else math.nan,
-                            "state": state.loc[seed, method] or "complete", "paper": stated})
+                            "state": run_state or "complete", "paper": stated})
         mean, std, n, expected = (stats.loc[method, k] for k in ("mean", "std", "n", "expected"))
         flag = incomplete(n, expected, "seeds")
         mean_text = DASH if n == 0 else f"{fmt(mean)} / {fmt(math.exp(mean), 2)}{flag}"
@@ -69,17 +72,17 @@ def _loss_section(title, best, state, stats, key, with_paper) -> Section:
         records.append({"row": "mean", "method": method, "best_val_loss": mean, "ppl": math.exp(mean) if n else math.nan,
                         "n": int(n), "expected": int(expected), "paper": stated})
         records.append({"row": "std", "method": method, "best_val_loss": std, "n": int(n), "expected": int(expected)})
-        frame[name(method)] = cells
-    return Section(title, frame, pd.DataFrame(records))
+        columns[name(method)] = cells
+    return Section(title, pd.DataFrame(columns, index=index), pd.DataFrame(records))
 
 
 def _delta_section(title, deltas, dstats, key, with_paper) -> Section:
-    frame = pd.DataFrame(index=pd.Index([str(s) for s in deltas.index] + ["mean", "std", "sign holds"], name="seed"))
+    index = pd.Index([str(s) for s in deltas.index] + ["mean", "std", "sign holds"], name="seed")
+    columns: dict[str, list[str]] = {}
     records = []
     for method in deltas.columns:
         cells = []
-        for seed in deltas.index:
-            value = deltas.loc[seed, method]
+        for seed, value in deltas[method].items():
             stated = paper.lookup(paper.SEED_DELTA, key, method, seed) if with_paper else None
             cells.append(with_paper_value("incomplete" if math.isnan(value) else fmt(value, signed=True), stated, signed=True))
             records.append({"row": str(seed), "method": method, "delta": value, "paper": stated})
@@ -94,8 +97,8 @@ def _delta_section(title, deltas, dstats, key, with_paper) -> Section:
                         "n_lower": int(s["n_lower"]), "n_higher": int(s["n_higher"]),
                         "sign_holds": s["sign_holds"], "paper": stated})
         records.append({"row": "std", "method": method, "delta": s["std"], "n": n, "expected": expected})
-        frame[f"{name(method)} Δ"] = cells
-    return Section(title, frame, pd.DataFrame(records))
+        columns[f"{name(method)} Δ"] = cells
+    return Section(title, pd.DataFrame(columns, index=index), pd.DataFrame(records))
 
 
 def _sign_text(s: pd.Series) -> str:
@@ -109,7 +112,8 @@ def _sign_text(s: pd.Series) -> str:
 
 def _overview_section(grid: Grid, methods: list[str], overview, with_paper: bool) -> Section:
     """Rows = cells: seed-mean best loss / PPL per method and mean paired Δ (the paper's summary shape)."""
-    frame = pd.DataFrame(index=pd.Index([c for c, _, _ in overview], name="cell"))
+    index = pd.Index([c for c, _, _ in overview], name="cell")
+    columns: dict[str, list[str]] = {}
     records = []
     for method in methods:
         cells = []
@@ -119,7 +123,7 @@ def _overview_section(grid: Grid, methods: list[str], overview, with_paper: bool
             stated = paper.lookup(paper.MEAN_LOSS, (grid.name, cell), method) if with_paper else None
             cells.append(with_paper_value(text, stated))
             records.append({"cell": cell, "method": method, "mean_best_val_loss": mean, "n": int(n), "paper": stated})
-        frame[name(method)] = cells
+        columns[name(method)] = cells
     for method in [m for m in methods if m != grid.baseline]:
         cells = []
         for cell, _, dstats in overview:
@@ -129,5 +133,5 @@ def _overview_section(grid: Grid, methods: list[str], overview, with_paper: bool
             stated = paper.lookup(paper.MEAN_DELTA, (grid.name, cell), method) if with_paper else None
             cells.append(with_paper_value(text, stated, signed=True))
             records.append({"cell": cell, "method": method, "mean_delta": s["mean"] if n else math.nan, "n": n, "paper": stated})
-        frame[f"{name(method)} Δ"] = cells
-    return Section("seed means by cell", frame, pd.DataFrame(records))
+        columns[f"{name(method)} Δ"] = cells
+    return Section("seed means by cell", pd.DataFrame(columns, index=index), pd.DataFrame(records))

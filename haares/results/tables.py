@@ -72,13 +72,20 @@ def seed_frames(
     Returns (best, state): best is the float best loss (NaN unless complete); state is '' for a
     complete run, its state otherwise, and 'not enqueued' where the database has no such run.
     """
-    best = pd.DataFrame(np.nan, index=pd.Index(list(seeds), name="seed"), columns=list(methods), dtype="float64")
-    state = pd.DataFrame("not enqueued", index=best.index, columns=best.columns, dtype=object)
-    for row in summary.itertuples(index=False):
-        if row.method in best.columns and row.seed in best.index:
-            best.loc[row.seed, row.method] = row.best
-            state.loc[row.seed, row.method] = row.state
-    return best, state
+    # Plain dicts, not pivot: a report builds dozens of these tiny frames and pandas' per-call
+    # overhead dominated (benchmarks/report.py).
+    best = {m: dict.fromkeys(seeds, np.nan) for m in methods}
+    state = {m: dict.fromkeys(seeds, "not enqueued") for m in methods}
+    for method, seed, value, label in zip(
+        summary["method"], summary["seed"], summary["best"], summary["state"], strict=True
+    ):
+        if method in best and seed in best[method]:
+            best[method][seed], state[method][seed] = value, label
+    index = pd.Index(list(seeds), name="seed")
+    return (
+        pd.DataFrame(best, index=index, columns=list(methods), dtype="float64"),
+        pd.DataFrame(state, index=index, columns=list(methods), dtype=object),
+    )
 
 
 def column_stats(values: pd.DataFrame) -> pd.DataFrame:
@@ -113,15 +120,10 @@ def delta_stats(deltas: pd.DataFrame) -> pd.DataFrame:
     stats = column_stats(deltas)
     stats["n_lower"] = (deltas < 0).sum(axis=0).astype(int)
     stats["n_higher"] = (deltas > 0).sum(axis=0).astype(int)
-    holds: list[bool | None] = []
-    for method in stats.index:
-        n, expected = stats.loc[method, "n"], stats.loc[method, "expected"]
-        lower, higher = stats.loc[method, "n_lower"], stats.loc[method, "n_higher"]
-        if n and (lower and higher or lower + higher < n):
-            holds.append(False)  # already mixed: more seeds cannot restore consistency
-        elif n == 0 or n < expected:
-            holds.append(None)
-        else:
-            holds.append(True)
+    mixed = (stats["n"] > 0) & (((stats["n_lower"] > 0) & (stats["n_higher"] > 0))
+                                | (stats["n_lower"] + stats["n_higher"] < stats["n"]))
+    # Already mixed means False even with pairs missing: more seeds cannot restore consistency.
+    holds = [False if m else (None if n == 0 or n < e else True)
+             for m, n, e in zip(mixed, stats["n"], stats["expected"], strict=True)]
     stats["sign_holds"] = pd.Series(holds, index=stats.index, dtype=object)
     return stats
