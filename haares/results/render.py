@@ -64,7 +64,7 @@ def print_rich(report: Report, console: object) -> None:
         table = Table(title=section.title or None, title_justify="left", show_lines=False)
         table.add_column(section.frame.index.name or "", no_wrap=True)
         for column in section.frame.columns:
-            table.add_column(str(column), justify="right", no_wrap=True)
+            table.add_column(str(column), justify="right")  # may wrap on a narrow terminal
         for label, row in section.frame.iterrows():
             table.add_row(str(label), *(str(v) for v in row))
         console.print(table)
