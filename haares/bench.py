@@ -138,11 +138,12 @@ def bench_one(
 @torch.no_grad()
 def randomize_routers(model: torch.nn.Module, *, seed: int) -> None:
     """Give every router query a seeded random value: at init they are zero, routing is uniform,
-    and a comparison of router implementations there would not test the logits path."""
+    and a comparison of router implementations there would not test the logits path. Scaled by
+    1/sqrt(d) so logits are O(1), as in a trained model, not saturated softmaxes."""
     gen = torch.Generator(device="cpu").manual_seed(seed)
     for name, p in sorted(model.residual.named_parameters()):
         if name.endswith(".w"):
-            p.copy_(torch.randn(p.shape, generator=gen).to(p.device) * 0.5)
+            p.copy_(torch.randn(p.shape, generator=gen).to(p.device) / p.numel() ** 0.5)
 
 
 def equivalence(
@@ -192,6 +193,7 @@ def run_bench(
     device: torch.device,
     blocks: int = 4,
     vocab_size: int = 256,
+    progress_path: str | None = None,
 ) -> dict:
     """Every combination, skipping router variants for schemes without routers."""
     peak = matmul_peak_tflops(device)
@@ -206,6 +208,9 @@ def run_bench(
                                     batch_size=batch_size, seq_len=seq_len, steps=steps, warmup=warmup,
                                     device=device, peak_tflops=peak)
                     rows.append(asdict(row))
+                    if progress_path:  # partial results survive a time limit
+                        with open(progress_path, "a") as fh:
+                            fh.write(json.dumps(rows[-1]) + "\n")
                     gc.collect()  # the step closure keeps the last model alive until collected
                     if device.type == "cuda":
                         torch.cuda.empty_cache()
@@ -280,7 +285,7 @@ def main(argv: list[str] | None = None) -> None:
         precisions=_csv(args.precision), routers=_csv(args.router),
         compile_options=[c == "yes" for c in _csv(args.compile)], batch_size=args.batch_size,
         seq_len=args.seq_len, steps=args.steps, warmup=args.warmup, device=torch.device(args.device),
-        blocks=args.blocks,
+        blocks=args.blocks, progress_path=args.json_out + "l" if args.json_out else None,
     )
     table = to_markdown(result)
     print(table)

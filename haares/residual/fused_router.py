@@ -53,6 +53,8 @@ def _impl(name: str, device: torch.device):
     if device.type != "cuda":
         return fn
     if name not in _compiled:
+        # One graph per source count M (1 to 2N+1, up to 17 at N = 8): lift dynamo's default limit of 8.
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
         _compiled[name] = torch.compile(fn, dynamic=False)
     return _compiled[name]
 
