@@ -1,18 +1,15 @@
 """The training child: one claimed job in its own process, reporting to the worker over a pipe.
 
-Run as `python -m haares.child KIND CONFIG_JSON` (train) or `python -I -S haares/child.py ...` (sleep:
-no package imports, so 2,000 sleep jobs start fast). Knows torch (through haares.train), never the
-database: every event goes to the parent as one JSON line on the fd in HAARES_EVENT_FD. The
-module top imports only the standard library, so the parent can import its constants cheaply.
+Run as `python -m haares.child train CONFIG_JSON`, or `python -I -S haares/child.py sleep SECONDS`
+(no site, no package and no json import: 2,000 sleep jobs must start fast). Knows torch (through
+haares.train), never the database: every event goes to the parent as one JSON line on the fd in
+HAARES_EVENT_FD. The module top imports only os, sys and time, so the parent imports it cheaply.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import signal
 import sys
-import threading
 import time
 
 # Exit codes the parent maps to outcomes (worker.py): anything else is a retryable failure.
@@ -22,6 +19,7 @@ EXIT_PARENT_GONE = 70  # the worker died; nobody will record this attempt
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: checkpointed after SIGTERM; requeued without using a retry
 
 PR_SET_PDEATHSIG = 1
+SIGKILL = 9  # the same on every Linux architecture; importing `signal` costs the sleep child ~10 ms
 
 
 class ParentGone(Exception):
@@ -32,21 +30,30 @@ class EventPipe:
     """JSON lines to the parent on an inherited fd; EPIPE means the parent died."""
 
     def __init__(self, fd: int | None) -> None:
+        import threading
+
         self._fd = fd
         self._lock = threading.Lock()
 
     def send(self, kind: str, **fields: object) -> None:
         """Write one event {"type": kind, **fields}; raises ParentGone if the parent is gone."""
-        if self._fd is None:
-            return
-        line = (json.dumps({"type": kind, **fields}, default=_jsonable) + "\n").encode()
+        import json
+
+        line = json.dumps({"type": kind, **fields}, default=_jsonable) + "\n"
         with self._lock:
-            try:
-                view = memoryview(line)
-                while view:
-                    view = view[os.write(self._fd, view):]
-            except (BrokenPipeError, OSError) as exc:
-                raise ParentGone(str(exc)) from exc
+            write_line(self._fd, line)
+
+
+def write_line(fd: int | None, line: str) -> None:
+    """Write a whole line to the event fd (a no-op without one); ParentGone on EPIPE."""
+    if fd is None:
+        return
+    view = memoryview(line.encode())
+    try:
+        while view:
+            view = view[os.write(fd, view):]
+    except OSError as exc:  # BrokenPipeError: the worker closed its end by dying
+        raise ParentGone(str(exc)) from exc
 
 
 def _jsonable(value: object) -> object:
@@ -67,7 +74,7 @@ def die_with_parent(expected_ppid: int | None) -> None:
             import ctypes
 
             libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+            libc.prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0)
         except (OSError, AttributeError):  # no prctl: the pipe and the ppid watchdog still catch it
             pass
     # The parent may have died between fork and prctl, and then we are already orphaned.
@@ -77,6 +84,7 @@ def die_with_parent(expected_ppid: int | None) -> None:
 
 def _watch_parent(expected_ppid: int, period_s: float = 1.0) -> None:
     """Backstop for platforms without PDEATHSIG: exit when re-parented."""
+    import threading
 
     def loop() -> None:
         while True:
@@ -87,19 +95,21 @@ def _watch_parent(expected_ppid: int, period_s: float = 1.0) -> None:
     threading.Thread(target=loop, name="haares-ppid-watch", daemon=True).start()
 
 
-def run_sleep(config: dict, events: EventPipe) -> int:
-    """Kind "sleep": sleep config["seconds"], append the job id to HAARES_SLEEP_LOG, report a result."""
-    events.send("device", name="cpu")
-    time.sleep(float(config.get("seconds", 0)))
+def run_sleep(seconds: float, fd: int | None) -> int:
+    """Kind "sleep": sleep, append the job id to HAARES_SLEEP_LOG (counts real executions), report.
+
+    Events are written by hand, not with json, to keep this path import-free.
+    """
+    time.sleep(seconds)
     log = os.environ.get("HAARES_SLEEP_LOG")
     if log:
         # O_APPEND writes this small are atomic, so concurrent children never interleave lines.
-        fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        out = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            os.write(fd, f"{os.environ.get('HAARES_JOB_ID', '?')}\n".encode())
+            os.write(out, f"{os.environ.get('HAARES_JOB_ID', '?')}\n".encode())
         finally:
-            os.close(fd)
-    events.send("result", result={"slept_s": float(config.get("seconds", 0))})
+            os.close(out)
+    write_line(fd, f'{{"type": "result", "result": {{"slept_s": {float(seconds)!r}}}}}\n')
     return EXIT_OK
 
 
@@ -202,22 +212,27 @@ def run_train(config: dict, events: EventPipe) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: `child KIND CONFIG_JSON`; the environment carries job, attempt, dirs and the fd."""
+    """Entry point: `child train CONFIG_JSON` or `child sleep SECONDS`.
+
+    The environment carries the job id, attempt, run directory, resume flag and the event fd.
+    """
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 2 or args[0] not in ("train", "sleep"):
-        print("usage: python -m haares.child train|sleep CONFIG_JSON", file=sys.stderr)
+        print("usage: python -m haares.child train CONFIG_JSON | sleep SECONDS", file=sys.stderr)
         return 2
     ppid = os.environ.get("HAARES_PARENT_PID")
     expected = int(ppid) if ppid else None
     die_with_parent(expected)
-    fd = os.environ.get("HAARES_EVENT_FD")
-    events = EventPipe(int(fd) if fd else None)
+    fd_text = os.environ.get("HAARES_EVENT_FD")
+    fd = int(fd_text) if fd_text else None
     try:
         if args[0] == "sleep":
-            return run_sleep(json.loads(args[1]), events)
+            return run_sleep(float(args[1]), fd)
+        import json
+
         if expected is not None:
             _watch_parent(expected)
-        return run_train(json.loads(args[1]), events)
+        return run_train(json.loads(args[1]), EventPipe(fd))
     except ParentGone:
         return EXIT_PARENT_GONE
 

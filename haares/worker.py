@@ -176,9 +176,11 @@ class WorkerSummary:
 
 
 def child_command(kind: str, config_json: str) -> list[str]:
-    """argv of the child. Sleep children run the file with -I -S (no site, no package imports)."""
+    """argv of the child. Sleep children run the file with -I -S (no site, no package imports)
+    and get their seconds as a plain number, so they need no json either."""
     if kind == "sleep":
-        return [sys.executable, "-I", "-S", str(Path(child.__file__).resolve()), "sleep", config_json]
+        seconds = float(json.loads(config_json).get("seconds", 0))
+        return [sys.executable, "-I", "-S", str(Path(child.__file__).resolve()), "sleep", repr(seconds)]
     return [sys.executable, "-m", "haares.child", kind, config_json]
 
 
@@ -252,7 +254,9 @@ class Worker:
     def _heartbeat_loop(self) -> None:
         """Renew every running lease each heartbeat_s; flag lost leases, cancels and DB outages."""
         api = self._api()
+        beats = 0
         while not self.done.wait(self.opt.heartbeat_s):
+            beats += 1
             with self.lock:
                 snapshot = [r for r in self.running.values() if not r.lost and r.exited_at is None]
             for r in snapshot:
@@ -273,10 +277,11 @@ class Worker:
                 r.last_beat_ok = time.monotonic()
                 if getattr(beat, "cancel_requested", False):
                     r.cancel = True
-            try:
-                self._touch_worker(draining=self.stop_requests > 0)
-            except Exception as exc:  # noqa: BLE001 - the worker row is informational only
-                log.debug("worker row update failed: %s", _one_line(exc))
+            if beats % 5 == 0:  # last_seen is informational: spare the write lock
+                try:
+                    self._touch_worker(draining=self.stop_requests > 0)
+                except Exception as exc:  # noqa: BLE001 - the worker row is informational only
+                    log.debug("worker row update failed: %s", _one_line(exc))
 
     # --- children ---------------------------------------------------------------------------
 
