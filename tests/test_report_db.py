@@ -34,6 +34,7 @@ def add_run(
     tokens_per_s: float | None = None,
     peak_mem_bytes: int | None = None,
     device: str | None = "cpu",
+    attempts: int = 1,
     extra_grids: Iterable[tuple[str, str, str, int]] = (),
 ) -> int:
     """Insert one job, its grid label(s) and its (step, val_loss) evals; returns the job id."""
@@ -42,7 +43,7 @@ def add_run(
         job_id = conn.execute(
             insert(Job).values(
                 run_key=run_key, method=method, seed=seed, config_json=config_json, status=status,
-                step=step if step is not None else (points[-1][0] if points else 0), total_steps=0,
+                step=step if step is not None else (points[-1][0] if points else 0), total_steps=0, attempts=attempts,
             )
         ).inserted_primary_key[0]
         for g, c, m, s in [(grid, cell, method, seed), *extra_grids]:

@@ -145,3 +145,13 @@ def test_paper_values_sit_beside_measured_ones(sqlite_url):
     assert loss.frame.loc["mean", "HAARES"].endswith("[paper 1.7744]")
     assert loss.frame.loc["mean", "Standard Residual"] == f"{np.mean([1.90, 1.95, 1.93]):.4f} / {math.exp(np.mean([1.90, 1.95, 1.93])):.2f}"
     assert delta.frame.loc["123", "HAARES Δ"] == "-0.0300 [paper -0.0322]"
+
+
+def test_caption_flags_resumed_runs_and_left_out_older_jobs(sqlite_url):
+    engine = build_grid_db(sqlite_url, "smoke", {("", "haares", 42): {"evals": [(50, 2.0)], "attempts": 2}})
+    build_grid_db(sqlite_url, "smoke", {("", "haares", 42): {"evals": [(50, 2.0)], "attempts": 2}},
+                  overrides={"train.steps": 100})
+    caption = build.build_report(engine, 4, GRIDS["smoke"]).caption
+    assert "resumed after an interruption (more than one attempt): haares seed 42" in caption
+    assert any(line.startswith("1 older run(s) with the same grid labels are left out") for line in caption)
+    assert any("budget 100 steps" in line for line in caption)  # the newest job is the one shown

@@ -37,7 +37,7 @@ def seed_report(table: int, grid: Grid, summary: pd.DataFrame, caption: list[str
     if len(cells) > 1:
         sections.insert(0, _overview_section(grid, methods, overview, with_paper))
     head = [
-        f"{grid.paper or 'grid'} rebuilt from grid {grid.name}: {grid.description}",
+        f"Table {table} rebuilt from grid {grid.name} ({grid.paper or 'no paper table'}): {grid.description}",
         "best = min validation loss over a run's evals (nats/token), PPL = exp(best); mean PPL = exp(mean best); "
         "std is the sample std (ddof=1)",
         f"Δ = method − {name(grid.baseline)} per seed (complete pairs only), then mean; sign holds = same strict sign in every seed",

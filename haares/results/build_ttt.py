@@ -23,6 +23,11 @@ def steps_text(step: float, *, mean: bool = False) -> str:
     return f"{step / 1000:.1f}K" if mean else f"{step / 1000:g}K"
 
 
+def hours_text(hours: float) -> str:
+    """Hours with 2 decimals (the paper's 3.90 h); 4 decimals under 0.1 h, so tiny runs show something."""
+    return fmt(hours, 2 if hours is None or math.isnan(hours) or hours >= 0.1 else 4)
+
+
 def run_rates(summary: pd.DataFrame, evals: pd.DataFrame) -> pd.DataFrame:
     """Per complete run: cell, seed, method, steps_per_s (mean of its evals' window rates, else the
     job's last reported rate) and budget_steps (its config's train.steps)."""
@@ -86,14 +91,14 @@ def _row(r: pd.Series, stated: dict, *, mean: bool, flag: str = "") -> dict[str,
     step = (steps_text(r["step"], mean=mean) if reached else "not reached") + flag
     if stated.get("step") is not None:
         step += f" [paper {steps_text(stated['step'], mean=mean)}]"
-    time_text = f"{fmt(r['baseline_hours'], 2)} → {fmt(r['method_hours'], 2) if reached else 'not reached'}"
+    time_text = f"{hours_text(r['baseline_hours'])} → {hours_text(r['method_hours']) if reached else 'not reached'}"
     return {
         "Target": with_paper_value(fmt(r["target"]), stated.get("target")),
         "HAARES step": step,
         "HAARES val": with_paper_value(fmt(r["val"]) if reached else DASH, stated.get("val")),
         "Steps/s (BAR / HAARES)": f"{fmt(r['baseline_steps_per_s'], 2)} / {fmt(r['method_steps_per_s'], 2)}",
         "Time h (BAR → HAARES)": with_paper_value(time_text, stated.get("hours"), 2),
-        "Saved h": fmt(r["saved_hours"], 2) if reached else DASH,
+        "Saved h": hours_text(r["saved_hours"]) if reached else DASH,
         "Saved %": with_paper_value(fmt(r["saved_pct"], 1) if reached else DASH, stated.get("saved_pct"), 1),
     }
 

@@ -50,6 +50,10 @@ def settings_caption(runs: pd.DataFrame, superseded: int) -> list[str]:
         f"eval: {tokens}, every {values('eval_every', lambda v: f'{int(v):,}')} steps; "
         f"precision {values('precision', str)}; budget {values('budget_steps', lambda v: f'{int(v):,}')} steps",
     ]
+    resumed = runs.loc[runs["attempts"].fillna(0) > 1, ["method", "seed"]]
+    if len(resumed):
+        which = ", ".join(f"{m} seed {s}" for m, s in resumed.itertuples(index=False))
+        lines.append(f"resumed after an interruption (more than one attempt): {which}")
     if superseded:
         lines.append(f"{superseded} older run(s) with the same grid labels are left out (the newest job per label is shown)")
     return lines
