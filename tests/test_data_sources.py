@@ -222,3 +222,17 @@ def test_undecodable_bytes(home, tmp_path):
 def test_offline_corpus_rejects_path(home, tmp_path):
     with pytest.raises(HaaresError, match="drop --path"):
         _prep("offline_code", tmp_path)
+
+
+def test_cli_data_prepare(home, tmp_path):
+    from typer.testing import CliRunner
+
+    from haares.cli.app import app
+
+    repo = hub_shaped.make_yelp(tmp_path / "yelp")
+    result = CliRunner().invoke(app, ["data", "prepare", "yelp", "--path", str(repo), "--seq-len", "32", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "vocab 256" in result.output and "sequences of 32" in result.output
+    assert len(_entries(home)) == 1
+    bad = CliRunner().invoke(app, ["data", "prepare", "yelp", "--path", str(tmp_path / "missing")])
+    assert bad.exit_code != 0 and isinstance(bad.exception, HaaresError)

@@ -77,11 +77,15 @@ class EvalSet:
         self.n_seqs = min(wanted, available)
         self.seq_len = seq_len
         self.batch_size = batch_size
-        # (n_seqs, T+1) view of the first n_seqs windows; read lazily from the memmap.
-        self._windows = np.asarray(tokens[: self.n_seqs * (seq_len + 1)]).reshape(self.n_seqs, seq_len + 1)
+        # (n_seqs, T+1) view of the first n_seqs windows; a memmap stays on disk until read.
+        self._windows = tokens[: self.n_seqs * (seq_len + 1)].reshape(self.n_seqs, seq_len + 1)
         self.n_tokens = self.n_seqs * seq_len
         byte_len = tokenizer.token_bytes()
-        self.n_bytes = int(byte_len[self._windows[:, 1:].astype(np.int64)].sum())
+        # Summed in slices so a whole-split eval (eval_tokens=0) never holds the split in memory twice.
+        step = max(1, (1 << 22) // (seq_len + 1))
+        self.n_bytes = int(
+            sum(byte_len[np.asarray(self._windows[i : i + step, 1:], dtype=np.int64)].sum() for i in range(0, self.n_seqs, step))
+        )
 
     def __len__(self) -> int:
         """Number of batches (the last one may hold fewer than batch_size sequences)."""
@@ -90,4 +94,4 @@ class EvalSet:
     def batches(self) -> Iterator[np.ndarray]:
         """(B, T+1) int64 batches in order; B = batch_size except possibly the last."""
         for start in range(0, self.n_seqs, self.batch_size):
-            yield self._windows[start : start + self.batch_size].astype(np.int64)
+            yield np.asarray(self._windows[start : start + self.batch_size], dtype=np.int64)
