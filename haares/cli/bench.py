@@ -1,0 +1,48 @@
+"""`haares bench`: throughput, memory and MFU of the residual schemes (haares/bench.py does the work)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+
+def bench(
+    family: Annotated[str, typer.Option(help="Model family: small, medium or large.")] = "medium",
+    layers: Annotated[int, typer.Option(help="Transformer layers.")] = 48,
+    blocks: Annotated[int, typer.Option(help="Block count N of the routing schemes.")] = 4,
+    schemes: Annotated[str, typer.Option(help="Comma-separated residual schemes.")] = "standard,block_attnres,haares",
+    precision: Annotated[str, typer.Option(help="Comma-separated precisions: fp32, bf16.")] = "fp32,bf16",
+    router: Annotated[str, typer.Option(help="Comma-separated router implementations: reference, fused.")] = "reference,fused",
+    compile: Annotated[str, typer.Option(help="Compile the sublayers: no, yes, or no,yes for both.")] = "no",
+    batch_size: Annotated[int, typer.Option(help="Sequences per step.")] = 16,
+    seq_len: Annotated[int, typer.Option(help="Context length.")] = 512,
+    steps: Annotated[int, typer.Option(help="Timed steps.")] = 20,
+    warmup: Annotated[int, typer.Option(help="Untimed warm-up steps (compilation happens here).")] = 5,
+    device: Annotated[Optional[str], typer.Option(help="cuda, cuda:1 or cpu (default: cuda if available).")] = None,
+    json_out: Annotated[Optional[str], typer.Option("--json", help="Also write the raw result as JSON here.")] = None,
+) -> None:
+    """Time training steps of each scheme and check fast paths against the fp32 reference."""
+    import torch
+
+    from haares import bench as bench_mod
+    from haares.errors import HaaresError
+
+    if family not in ("small", "medium", "large"):
+        raise HaaresError(f"unknown family {family!r}; use small, medium or large")
+    argv = [
+        "--family", family, "--layers", str(layers), "--blocks", str(blocks), "--schemes", schemes,
+        "--precision", precision, "--router", router, "--compile", compile, "--batch-size", str(batch_size),
+        "--seq-len", str(seq_len), "--steps", str(steps), "--warmup", str(warmup),
+        "--device", device or ("cuda" if torch.cuda.is_available() else "cpu"),
+    ]
+    if json_out:
+        argv += ["--json", json_out]
+    try:
+        bench_mod.main(argv)
+    except (ValueError, RuntimeError) as exc:
+        raise HaaresError(f"bench failed: {str(exc).splitlines()[0]}") from None
+
+
+def register(app: typer.Typer) -> None:
+    app.command("bench")(bench)
