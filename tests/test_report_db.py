@@ -119,3 +119,8 @@ def test_newest_job_per_label_is_kept(sqlite_url):
     new = add_run(engine, grid="smoke", cell="", method="haares", seed=42, config_json="{}", run_key="new", evals=[(50, 2.0)])
     kept, left_out = tables.latest_runs(load.load_runs(engine, "smoke"))
     assert list(kept["job_id"]) == [new] and old != new and left_out == 1
+    # The same choice made in SQL, for runs and for evals.
+    assert list(load.load_runs(engine, "smoke", newest=True)["job_id"]) == [new]
+    evals = load.load_evals(engine, "smoke", newest=True)
+    assert list(evals["job_id"]) == [new] and list(evals["val_loss"]) == [2.0]
+    assert len(load.load_evals(engine, "smoke")) == 2

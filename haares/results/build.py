@@ -7,15 +7,19 @@ build_ttt (12).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pandas as pd
-from sqlalchemy import Engine
 
 from haares.errors import HaaresError
 from haares.grids import Grid, get_grid
-from haares.results import load, tables
+from haares.results import tables
 from haares.results.build_seed import seed_report
 from haares.results.cells import settings_caption
 from haares.results.render import Report
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 TABLE_GRIDS: dict[int, str | None] = {
     3: "depth", 4: "main48", 5: "large453", 6: "bpe48", 7: "blocks", 8: "ablations", 9: "domains",
@@ -41,12 +45,15 @@ def grid_for(table: int, grid: str | None) -> Grid | None:
 
 def load_grid(engine: Engine, grid: Grid) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     """(run summary, evals, caption lines) of the newest job per label of `grid`."""
-    if load.count_runs(engine, grid.name) == 0:
+    from haares.results import load  # SQLAlchemy and the schema: not needed by the analytic Table 10
+
+    total = load.count_runs(engine, grid.name)
+    if total == 0:
         raise HaaresError(f"no runs of grid {grid.name} in DB; enqueue with `haares enqueue --grid {grid.name}`")
-    runs, superseded = tables.latest_runs(load.load_runs(engine, grid.name))
-    evals = load.load_evals(engine, grid.name)
-    evals = evals[evals["job_id"].isin(runs["job_id"])].reset_index(drop=True)
-    return tables.run_summary(runs, evals), evals, settings_caption(runs, superseded)
+    # Only the newest job per label is read (in SQL): older versions of a label cost nothing.
+    runs, _ = tables.latest_runs(load.load_runs(engine, grid.name, newest=True))
+    evals = load.load_evals(engine, grid.name, newest=True)
+    return tables.run_summary(runs, evals), evals, settings_caption(runs, total - len(runs))
 
 
 def build_report(engine: Engine | None, table: int, grid: Grid | None, *, with_paper: bool = False) -> Report:

@@ -33,9 +33,19 @@ def count_runs(engine: Engine, grid: str) -> int:
         return int(conn.execute(select(func.count()).select_from(GridRun).where(GridRun.grid == grid)).scalar_one())
 
 
-def load_runs(engine: Engine, grid: str) -> pd.DataFrame:
+def _newest(grid: str):
+    """Subquery: the newest job id (highest) per (cell, method, seed) label of `grid`."""
+    return (
+        select(func.max(GridRun.job_id))
+        .where(GridRun.grid == grid)
+        .group_by(GridRun.cell, GridRun.method, GridRun.seed)
+    )
+
+
+def load_runs(engine: Engine, grid: str, *, newest: bool = False) -> pd.DataFrame:
     """One row per job of `grid`: its labels, queue state, progress and config fields.
 
+    newest=True keeps only the newest job per (cell, method, seed) label, in SQL.
     Config fields parsed from `config_json`: budget_steps (train.steps), eval_every, eval_tokens
     (0 = whole split), precision, d_model, d_ff, n_layers, blocks, residual.
     """
@@ -49,14 +59,17 @@ def load_runs(engine: Engine, grid: str) -> pd.DataFrame:
         .where(GridRun.grid == grid)
         .order_by(GridRun.pair_index, GridRun.method_index, Job.id)
     )
+    if newest:
+        query = query.where(GridRun.job_id.in_(_newest(grid)))
     runs = pd.read_sql(query, engine)
     parsed = [_config_fields(raw) for raw in runs["config_json"]]
     config = pd.DataFrame(parsed, columns=list(CONFIG_COLUMNS), index=runs.index)
     return pd.concat([runs.drop(columns="config_json"), config], axis=1)
 
 
-def load_evals(engine: Engine, grid: str) -> pd.DataFrame:
-    """One row per evaluation point of every job of `grid`, ordered by job then step."""
+def load_evals(engine: Engine, grid: str, *, newest: bool = False) -> pd.DataFrame:
+    """One row per evaluation point of every job of `grid` (newest=True: of the newest job per
+    label only, filtered in SQL), ordered by job then step."""
     query = (
         select(
             GridRun.grid, GridRun.cell, GridRun.method, GridRun.seed, Eval.job_id, Job.run_key, Eval.step,
@@ -68,6 +81,8 @@ def load_evals(engine: Engine, grid: str) -> pd.DataFrame:
         .where(GridRun.grid == grid)
         .order_by(Eval.job_id, Eval.step)
     )
+    if newest:
+        query = query.where(Eval.job_id.in_(_newest(grid)))
     evals = pd.read_sql(query, engine)
     for column in ("val_loss", "val_bpb", "train_loss", "steps_per_s", "tokens_per_s", "train_seconds"):
         evals[column] = evals[column].astype("float64")
