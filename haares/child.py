@@ -133,6 +133,19 @@ def device_name(device: str) -> str:
     return f"{name} GPU-{uuid}" if uuid is not None else name
 
 
+def resume_step(run_dir: object) -> int:
+    """Step of the newest checkpoint in run_dir/checkpoints (0 if none): where train() will resume.
+
+    train() skips a corrupt newest file for an older one; then this overstates the start step.
+    """
+    from pathlib import Path
+
+    from haares.checkpoint import list_checkpoints
+
+    found = list_checkpoints(Path(str(run_dir)) / "checkpoints")
+    return found[-1][0] if found else 0
+
+
 def _last_line(exc: BaseException) -> str:
     """One-line error summary: exception type and the last line of its message."""
     lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
@@ -166,24 +179,21 @@ def run_train(config: dict, events: EventPipe) -> int:
         events.send("device", name=name, pid=os.getpid(),
                     cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES", ""))
         should_stop = trainer.install_sigterm_handler()
-        last_progress = [0.0]
-
         def on_eval(point: object) -> None:
             events.send("eval", point=asdict(point) if is_dataclass(point) else dict(vars(point)))
 
         def on_progress(step: int, loss: float, tokens_per_s: float) -> None:
-            # Throttled: the parent only needs it for heartbeats and the live line.
-            now = time.monotonic()
-            if now - last_progress[0] >= 0.2 or step >= cfg.train.steps:
-                last_progress[0] = now
-                events.send("progress", step=step, loss=loss, tokens_per_s=tokens_per_s)
+            events.send("progress", step=step, loss=loss, tokens_per_s=tokens_per_s)
 
         def on_checkpoint(step: int, path: object) -> None:
             events.send("checkpoint", step=step, path=str(path))
 
-        callbacks = trainer.TrainCallbacks(on_eval=on_eval, on_progress=on_progress, on_checkpoint=on_checkpoint)
+        # Progress is throttled (0.5 s): the parent only needs it for heartbeats and the live line.
+        callbacks = trainer.TrainCallbacks(on_eval=on_eval, on_progress=on_progress, on_checkpoint=on_checkpoint,
+                                           progress_interval_s=0.5)
         run_dir = Path(os.environ.get("HAARES_RUN_DIR") or os.environ["HAARES_CKPT_DIR"])
         resume = os.environ.get("HAARES_RESUME", "1") != "0"
+        events.send("start", step=resume_step(run_dir) if resume else 0)
         try:
             result = trainer.train(cfg, device=device, run_dir=run_dir, callbacks=callbacks,
                                    resume=resume, should_stop=should_stop)

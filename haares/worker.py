@@ -333,15 +333,21 @@ class Worker:
                     log.warning("job %s: unreadable event %r", r.job_id, line[:200])
         self.events.put((r, None))
 
-    def _record_log_path(self, r: Running) -> None:
-        """Attempt.log_path, fenced by the attempt's own lease token (no API call covers it)."""
+    def _update_attempt(self, r: Running, **values: Any) -> None:
+        """Set columns of this attempt's own row (log_path, start_step), which no API call covers.
+
+        Keyed by the attempt's lease token, so it can only touch this attempt, never a newer one.
+        """
         from haares.jobs.db import write_tx
         from haares.jobs.schema import Attempt
 
         t = Attempt.__table__
-        with write_tx(self.engine) as conn:
-            conn.execute(t.update().where(t.c.job_id == r.job_id, t.c.lease_token == r.lease.token)
-                         .values(log_path=str(r.log_path)))
+        try:
+            with write_tx(self.engine) as conn:
+                conn.execute(t.update().where(t.c.job_id == r.job_id, t.c.lease_token == r.lease.token)
+                             .values(**values))
+        except Exception as exc:  # noqa: BLE001 - informational columns; never worth a crash
+            log.warning("job %s: could not record %s: %s", r.job_id, sorted(values), _one_line(exc))
 
     def _handle_event(self, r: Running, event: dict | None) -> None:
         api = self._api()
@@ -353,6 +359,12 @@ class Worker:
             r.step = int(event.get("step") or 0)
             r.loss = event.get("loss")
             r.tokens_per_s = event.get("tokens_per_s")
+        elif kind == "start":
+            # The claim guessed start_step from the job's last reported step; the child knows
+            # the checkpoint it resumes from.
+            r.step = int(event.get("step") or 0)
+            if not r.lost and r.step != getattr(r.lease, "step", None):
+                self._update_attempt(r, start_step=r.step)
         elif kind == "checkpoint":
             r.checkpoint_step = event.get("step")
         elif kind == "result":
@@ -520,10 +532,7 @@ class Worker:
                 continue
             with self.lock:
                 self.running[r.job_id] = r
-            try:
-                self._record_log_path(r)
-            except Exception as exc:  # noqa: BLE001 - the log path is informational
-                log.warning("job %s: could not record the log path: %s", r.job_id, _one_line(exc))
+            self._update_attempt(r, log_path=str(r.log_path))
             self.reporter.started(r)
         return True
 
@@ -627,23 +636,9 @@ class Worker:
 
 def queue_api() -> Any:
     """The queue operations (claim, heartbeat, record_eval, set_attempt_device, finish, reap)."""
-    import haares.jobs as jobs
+    import haares.jobs
 
-    if hasattr(jobs, "claim") and hasattr(jobs, "reap"):
-        return jobs
-    import types
-
-    from haares.jobs import lease
-
-    ns = types.SimpleNamespace(**{n: getattr(lease, n) for n in
-                                  ("claim", "heartbeat", "record_eval", "set_attempt_device", "finish")})
-    try:
-        from haares.jobs.reap import reap
-
-        ns.reap = reap
-    except ImportError:
-        pass
-    return ns
+    return haares.jobs
 
 
 def run_worker(*, db_url: str, options: WorkerOptions, reporter: Reporter | None = None) -> WorkerSummary:
