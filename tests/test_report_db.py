@@ -124,3 +124,19 @@ def test_newest_job_per_label_is_kept(sqlite_url):
     evals = load.load_evals(engine, "smoke", newest=True)
     assert list(evals["job_id"]) == [new] and list(evals["val_loss"]) == [2.0]
     assert len(load.load_evals(engine, "smoke")) == 2
+
+
+def test_report_reads_both_backends(db_url):
+    """The same queries on SQLite and PostgreSQL (the `newest` subquery, the joins, the types)."""
+    from haares.results import build
+
+    engine = build_grid_db(db_url, "smoke", {
+        ("", "block_attnres", 42): {"evals": [(50, 2.4), (100, 2.2)]},
+        ("", "haares", 42): {"evals": [(50, 2.3), (100, 2.1)]},
+    })
+    summary, evals, caption = build.load_grid(engine, GRIDS["smoke"])
+    best = summary.set_index("method")["best"]
+    assert best["haares"] == 2.1 and best["block_attnres"] == 2.2
+    assert len(evals) == 4 and evals["val_loss"].dtype == "float64"
+    assert caption[0].startswith("eval: first 16,384 validation tokens, every 50 steps; precision fp32")
+    engine.dispose()
