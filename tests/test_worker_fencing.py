@@ -1,0 +1,64 @@
+"""A zombie worker cannot write: SIGSTOP it past its lease TTL, let another worker reclaim, SIGCONT it.
+
+Real `haares worker` processes and a sleep job. The frozen worker's child keeps sleeping; after the
+second worker reclaims the job (attempt 1 recorded as lost by the reaper), the first one wakes, learns
+from its heartbeat that the lease is gone, kills its child before that child finishes, records nothing
+(attempt rows, job state and the execution log stay as the second worker left them) and exits cleanly.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+from test_worker_support import rows, start_worker, wait_for
+
+from haares.jobs.db import make_engine
+from haares.jobs.enqueue import enqueue_sleep
+from haares.jobs.procs import process_start_time
+
+SLEEP_S = 8.0
+FAST = ("--gpu", "cpu", "--heartbeat", "0.3", "--lease-ttl", "1.5", "--poll", "0.5", "--once")
+
+
+def _child_pid(pid: int) -> int:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        (child,) = [int(x) for x in f.read().split()]
+    return child
+
+
+@pytest.mark.slow
+def test_stopped_worker_is_fenced_out_and_kills_its_child(db_url, tmp_path, home):
+    engine = make_engine(db_url)
+    enqueue_sleep(engine=engine, count=1, seconds=SLEEP_S)
+    executions = tmp_path / "executions.txt"
+    env = {"HAARES_SLEEP_LOG": str(executions)}
+
+    zombie = start_worker(db_url, *FAST, log=tmp_path / "zombie.log", env=env)
+    wait_for(lambda: rows(engine, "SELECT log_path FROM attempts WHERE log_path IS NOT NULL"), timeout=30,
+             what="the first worker's child")
+    started = time.monotonic()
+    zombie_child = _child_pid(zombie.pid)
+    zombie.send_signal(signal.SIGSTOP)
+    try:
+        time.sleep(2.0)  # past the 1.5 s TTL: the lease has expired, though its holder still exists
+        rescuer = start_worker(db_url, *FAST, log=tmp_path / "rescuer.log", env=env)
+        wait_for(lambda: rows(engine, "SELECT 1 FROM attempts WHERE attempt_no = 2"), timeout=30,
+                 what="the second worker's claim")
+        assert rows(engine, "SELECT outcome FROM attempts WHERE attempt_no = 1") == [("lost",)]
+        assert process_start_time(zombie_child) is not None  # still sleeping: a real zombie attempt
+    finally:
+        zombie.send_signal(signal.SIGCONT)
+    wait_for(lambda: process_start_time(zombie_child) is None, timeout=10, what="the zombie's child to be killed")
+    assert time.monotonic() - started < SLEEP_S, "the child ended by itself; the test proved nothing"
+    assert zombie.wait(timeout=20) == 0
+    assert "lease lost" in (tmp_path / "zombie.log").read_text()
+
+    assert rescuer.wait(timeout=60) == 0, (tmp_path / "rescuer.log").read_text()
+    job_id = rows(engine, "SELECT id FROM jobs")[0][0]
+    assert executions.read_text().split() == [str(job_id)]  # only the rescuer's child ran to the end
+    assert rows(engine, "SELECT status, attempts, lost_count FROM jobs") == [("succeeded", 1, 1)]
+    attempts = rows(engine, "SELECT attempt_no, outcome, exit_code FROM attempts ORDER BY attempt_no")
+    assert attempts == [(1, "lost", None), (2, "succeeded", 0)]
+    engine.dispose()
