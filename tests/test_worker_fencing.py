@@ -4,6 +4,7 @@ Real `haares worker` processes and a sleep job. The frozen worker's child keeps 
 second worker reclaims the job (attempt 1 recorded as lost by the reaper), the first one wakes, learns
 from its heartbeat that the lease is gone, kills its child before that child finishes, records nothing
 (attempt rows, job state and the execution log stay as the second worker left them) and exits cleanly.
+Also: `haares cancel` of a running job makes its worker stop the child and record the attempt cancelled.
 """
 
 from __future__ import annotations
@@ -61,4 +62,22 @@ def test_stopped_worker_is_fenced_out_and_kills_its_child(db_url, tmp_path, home
     assert rows(engine, "SELECT status, attempts, lost_count FROM jobs") == [("succeeded", 1, 1)]
     attempts = rows(engine, "SELECT attempt_no, outcome, exit_code FROM attempts ORDER BY attempt_no")
     assert attempts == [(1, "lost", None), (2, "succeeded", 0)]
+    engine.dispose()
+
+
+@pytest.mark.slow
+def test_cancel_of_a_running_job_stops_its_child_and_records_cancelled(sqlite_url, tmp_path, home):
+    from haares.jobs import cancel
+
+    engine = make_engine(sqlite_url)
+    (job_id,) = enqueue_sleep(engine=engine, count=1, seconds=60.0).job_ids
+    worker = start_worker(sqlite_url, *FAST, log=tmp_path / "w.log")
+    wait_for(lambda: rows(engine, "SELECT log_path FROM attempts WHERE log_path IS NOT NULL"), timeout=30,
+             what="the child to start")
+    child = _child_pid(worker.pid)
+    assert cancel(engine=engine, job_ids=[job_id]) == 1
+    assert worker.wait(timeout=20) == 0  # well before the 60 s sleep would end
+    assert process_start_time(child) is None
+    assert rows(engine, "SELECT status FROM jobs") == [("cancelled",)]
+    assert rows(engine, "SELECT outcome FROM attempts") == [("cancelled",)]
     engine.dispose()
