@@ -319,7 +319,7 @@ def train(
     from haares.data import EvalSet, TrainBatches, prepare
     from haares.model import build_model
 
-    data = prepare(cfg.data)
+    data = prepare(cfg.data, progress=False)
     if data.tokenizer.vocab_size > cfg.model.vocab_size:
         raise HaaresError(
             f"the {cfg.data.tokenizer} tokenizer has {data.tokenizer.vocab_size} ids but model.vocab_size is "
