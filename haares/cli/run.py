@@ -42,8 +42,30 @@ def resolve_run(
     return next(r for r in runs if r.method == method and r.cell == cell)
 
 
-def run_foreground(spec: RunSpec, *, device: str | None, run_dir: Path | None, fresh: bool) -> int:
-    """Train `spec` here with a rich progress bar; returns the exit code (0 done, 130 interrupted)."""
+def resume_command(
+    *, grid: str, method: str, seed: int, cell: str | None, sets: list[str] | None, device: str | None,
+    run_dir: Path | None,
+) -> str:
+    """The `haares run ...` line that continues this run (the same arguments, without --fresh)."""
+    args = ["haares", "run", "--grid", grid, "--method", method, "--seed", str(seed)]
+    if cell is not None:
+        args += ["--cell", cell]
+    for text in sets or []:
+        args += ["--set", text]
+    if device is not None:
+        args += ["--device", device]
+    if run_dir is not None:
+        args += ["--run-dir", str(run_dir)]
+    return shlex.join(args)
+
+
+def run_foreground(
+    spec: RunSpec, *, device: str | None, run_dir: Path | None, fresh: bool, resume_hint: str = "haares run ..."
+) -> int:
+    """Train `spec` here with a rich progress bar; returns the exit code (0 done, 130 interrupted).
+
+    resume_hint: the command printed after an interrupt (see `resume_command`).
+    """
     import torch
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -94,10 +116,9 @@ def run_foreground(spec: RunSpec, *, device: str | None, run_dir: Path | None, f
                 cfg, device=device, run_dir=run_dir, callbacks=callbacks, resume=not fresh, should_stop=should_stop
             )
     except trainer.Preempted as stop:
-        again = [a for a in sys.argv[1:] if a != "--fresh"]
         console.print(
             f"interrupted at step {stop.step}; checkpoint saved in {run_dir / 'checkpoints'}; "
-            f"resume with: haares {shlex.join(again)}"
+            f"resume with: {resume_hint}"
         )
         return EXIT_INTERRUPTED
     except trainer.NonFiniteLoss as exc:
@@ -133,7 +154,10 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Train one run of a grid in the foreground (no queue); Ctrl-C checkpoints, rerun to resume."""
         spec = resolve_run(grid=grid, method=method, seed=seed, cell=cell, sets=sets)
-        code = run_foreground(spec, device=device, run_dir=run_dir, fresh=fresh)
+        hint = resume_command(
+            grid=grid, method=method, seed=seed, cell=cell, sets=sets, device=device, run_dir=run_dir
+        )
+        code = run_foreground(spec, device=device, run_dir=run_dir, fresh=fresh, resume_hint=hint)
         if code:
             # SystemExit, not typer.Exit: the app runs click with standalone_mode=False, which
             # returns a typer.Exit's code instead of exiting with it.
