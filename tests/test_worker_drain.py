@@ -68,7 +68,7 @@ def _worker_main(db_url: str) -> None:
     """One worker process: fast heartbeats, exits when the queue is empty; non-zero exit on error."""
     from haares.worker import WorkerOptions, run_worker
 
-    summary = run_worker(db_url=db_url, options=WorkerOptions(gpu="cpu", heartbeat_s=1.0, lease_ttl_s=30.0,
+    summary = run_worker(db_url=db_url, options=WorkerOptions(gpu="cpu", heartbeat_s=5.0, lease_ttl_s=30.0,
                                                               poll_s=1.0))
     if summary.outcomes.keys() - {"succeeded"}:
         raise SystemExit(f"unexpected outcomes {summary.outcomes}")
