@@ -220,21 +220,37 @@ def evaluate(
 # --- signals ----------------------------------------------------------------------------------
 
 
-def install_sigterm_handler() -> Callable[[], bool]:
-    """Turn SIGTERM and SIGINT into a flag; returns the `should_stop` poll for `train`.
+class StopFlag:
+    """`should_stop` for `train`: true once SIGTERM or SIGINT arrived; `restore()` puts the old handlers back."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._previous: dict[int, Any] = {}
+
+    def __call__(self) -> bool:
+        return self._event.is_set()
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        if signum == signal.SIGINT and self._event.is_set():
+            raise KeyboardInterrupt  # Ctrl-C twice: stop now, without a checkpoint
+        self._event.set()
+
+    def restore(self) -> None:
+        """Reinstall the handlers that were in place before `install_sigterm_handler`."""
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous = {}
+
+
+def install_sigterm_handler() -> StopFlag:
+    """Turn SIGTERM and SIGINT into a flag; returns the `should_stop` poll (a Callable[[], bool]) for `train`.
 
     A second SIGINT (Ctrl-C twice) raises KeyboardInterrupt at once. Call from the main thread.
     """
-    flag = threading.Event()
-
-    def handler(signum: int, _frame: Any) -> None:
-        if signum == signal.SIGINT and flag.is_set():
-            raise KeyboardInterrupt
-        flag.set()
-
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
-    return flag.is_set
+    flag = StopFlag()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        flag._previous[signum] = signal.signal(signum, flag._handle)
+    return flag
 
 
 # --- the loop ---------------------------------------------------------------------------------

@@ -124,6 +124,8 @@ def run_foreground(
     except trainer.NonFiniteLoss as exc:
         console.print(f"[red]error:[/red] {exc}; the run diverged (try a lower train.lr)")
         return 1
+    finally:
+        should_stop.restore()
     console.print(
         f"done: best val loss {result.best_val_loss:.4f} at step {result.best_step} of {result.final_step}; "
         f"summary {result.summary}"
