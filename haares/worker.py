@@ -77,10 +77,10 @@ class WorkerOptions:
             raise HaaresError(f"--slots must be at least 1, got {self.slots}")
         if self.max_jobs is not None and self.max_jobs < 1:
             raise HaaresError(f"--max-jobs must be at least 1, got {self.max_jobs}")
-        if self.heartbeat_s <= 0 or self.lease_ttl_s <= self.heartbeat_s:
+        if self.heartbeat_s <= 0 or self.lease_ttl_s < 2 * self.heartbeat_s:
             raise HaaresError(
-                f"--lease-ttl ({self.lease_ttl_s:g} s) must exceed --heartbeat ({self.heartbeat_s:g} s) "
-                "and both be positive; the defaults are 180 and 30"
+                f"--lease-ttl ({self.lease_ttl_s:g} s) must be at least twice --heartbeat ({self.heartbeat_s:g} s), "
+                "and both positive; the defaults are 180 and 30"
             )
         if self.poll_s <= 0:
             raise HaaresError(f"--poll must be positive, got {self.poll_s:g}")
@@ -263,12 +263,9 @@ class Worker:
                 try:
                     beat = api.heartbeat(engine=self.engine, lease=r.lease, lease_ttl_s=self.opt.lease_ttl_s,
                                          progress=r.progress())
-                except Exception as exc:  # noqa: BLE001 - any DB failure: keep training, count the outage
-                    down_for = time.monotonic() - r.last_beat_ok
+                except Exception as exc:  # noqa: BLE001 - any DB failure: keep training; _police times it
                     log.warning("heartbeat for job %s failed (%.1f s without a renewal): %s",
-                                r.job_id, down_for, _one_line(exc))
-                    if down_for >= 0.8 * self.opt.lease_ttl_s:
-                        r.db_down = True
+                                r.job_id, time.monotonic() - r.last_beat_ok, _one_line(exc))
                     continue
                 alive = getattr(beat, "alive", beat)
                 if not alive:
@@ -419,6 +416,12 @@ class Worker:
         with self.lock:
             children = list(self.running.values())
         for r in children:
+            # Timed here, not in the heartbeat thread: a heartbeat stuck on a dead connection or a
+            # held lock never returns an error to count.
+            if not r.lost and not r.db_down and now - r.last_beat_ok >= 0.8 * self.opt.lease_ttl_s:
+                r.db_down = True
+                self.reporter.message(f"job {r.job_id}: no lease renewal for {now - r.last_beat_ok:.1f} s "
+                                      "(database unreachable?); checkpointing and stopping the child")
             if r.lost:
                 if r.stop_reason != "lost":
                     self.reporter.message(f"job {r.job_id}: lease lost (another worker owns it); "
@@ -464,7 +467,7 @@ class Worker:
         """Record a finished child (unless fenced out) and forget it."""
         api = self._api()
         outcome, kwargs = self._outcome(r)
-        wrote = False
+        wrote: bool | None = None  # None: the database never answered
         if r.lost:
             outcome = "lost"
         else:
@@ -476,12 +479,17 @@ class Worker:
                     log.warning("job %s: finish(%s) failed (try %d): %s", r.job_id, outcome, attempt + 1,
                                 _one_line(exc))
                     time.sleep(0.5 * (attempt + 1))
-            if not wrote:
+            if wrote is False:
+                self.reporter.message(f"job {r.job_id}: lease lost before its {outcome} end could be recorded; "
+                                      "another worker owns it, nothing written")
                 outcome = "lost"
+            elif wrote is None:
+                self.reporter.message(f"job {r.job_id}: could not record {outcome}; the reaper will requeue it")
+                outcome = "unrecorded"
         with self.lock:
             self.running.pop(r.job_id, None)
         self.summary.add(outcome)
-        self.reporter.finished(r, outcome, wrote)
+        self.reporter.finished(r, outcome, bool(wrote))
 
     # --- claiming -----------------------------------------------------------------------------
 

@@ -4,7 +4,9 @@ Real `haares worker` processes and a sleep job. The frozen worker's child keeps 
 second worker reclaims the job (attempt 1 recorded as lost by the reaper), the first one wakes, learns
 from its heartbeat that the lease is gone, kills its child before that child finishes, records nothing
 (attempt rows, job state and the execution log stay as the second worker left them) and exits cleanly.
-Also: `haares cancel` of a running job makes its worker stop the child and record the attempt cancelled.
+Also: `haares cancel` of a running job makes its worker stop the child and record the attempt cancelled;
+a database that stays unreachable for 0.8 x TTL (the test holds the SQLite write lock) makes the worker
+stop its child, and the job goes back to the queue without using a retry.
 """
 
 from __future__ import annotations
@@ -80,4 +82,34 @@ def test_cancel_of_a_running_job_stops_its_child_and_records_cancelled(sqlite_ur
     assert process_start_time(child) is None
     assert rows(engine, "SELECT status FROM jobs") == [("cancelled",)]
     assert rows(engine, "SELECT outcome FROM attempts") == [("cancelled",)]
+    engine.dispose()
+
+
+@pytest.mark.slow
+def test_database_unreachable_past_ttl_stops_the_child(sqlite_url, tmp_path, home):
+    """A heartbeat that cannot commit (the test holds SQLite's write lock) for 0.8 x TTL: SIGTERM the child."""
+    import sqlite3
+
+    engine = make_engine(sqlite_url)
+    enqueue_sleep(engine=engine, count=1, seconds=60.0)
+    worker = start_worker(sqlite_url, "--gpu", "cpu", "--heartbeat", "0.3", "--lease-ttl", "2", "--once",
+                          log=tmp_path / "w.log")
+    wait_for(lambda: rows(engine, "SELECT log_path FROM attempts WHERE log_path IS NOT NULL"), timeout=30,
+             what="the child to start")
+    child = _child_pid(worker.pid)
+    blocker = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"), isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # every write (heartbeats included) now waits
+    try:
+        wait_for(lambda: process_start_time(child) is None, timeout=10,
+                 what="the child to be stopped while the database is unreachable")
+        assert worker.poll() is None  # the worker itself waits for the database to come back
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert worker.wait(timeout=60) == 0, (tmp_path / "w.log").read_text()
+    assert "no lease renewal" in (tmp_path / "w.log").read_text()
+    # Handed back either as preempted (the worker's finish won) or lost (its own reaper's expiry won);
+    # neither uses a retry.
+    assert rows(engine, "SELECT status, attempts FROM jobs") == [("queued", 0)]
+    assert rows(engine, "SELECT outcome FROM attempts")[0][0] in ("preempted", "lost")
     engine.dispose()

@@ -63,6 +63,7 @@ def test_two_slots_run_concurrently_and_record_the_real_device(sqlite_url, tmp_p
         (["worker", "--gpu", "banana"], "--gpu must be 'cpu' or GPU indices"),
         (["worker", "--gpu", "cpu", "--db", "postgresql://postgres@127.0.0.1:1/nope"], "cannot connect"),
         (["worker", "--gpu", "cpu", "--slots", "0"], "--slots must be at least 1"),
+        (["worker", "--gpu", "cpu", "--heartbeat", "3", "--lease-ttl", "5"], "at least twice --heartbeat"),
         (["worker", "--gpu", "cpu", "--heartbeat", "10", "--lease-ttl", "5"], "--lease-ttl"),
         (["worker", "--gpu", "cpu", "--db", "mysql://x/y"], "error:"),
         (["logs", "4242"], "no job 4242"),
