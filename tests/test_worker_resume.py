@@ -6,6 +6,7 @@ past step 0) and finishes; every evaluation loss equals that of an uninterrupted
 haares.train.train directly, bitwise (CPU, one thread in both).
 SIGTERM: the child checkpoints at its next step and exits; the attempt is recorded as preempted, the
 job goes back to the queue with its retries unused, and the next worker resumes it exactly there.
+A terminal failure (train() rejects the config) exits 65 and is recorded failed with its error, not retried.
 """
 
 from __future__ import annotations
@@ -115,3 +116,20 @@ def test_sigterm_preempts_checkpoints_and_next_worker_resumes(sqlite_url, tmp_pa
 
 def _run_key(engine) -> str:  # noqa: ANN001
     return rows(engine, "SELECT run_key FROM jobs")[0][0]
+
+
+@pytest.mark.slow
+def test_terminal_failure_is_not_retried_and_keeps_its_error(sqlite_url, tmp_path, home):
+    """A run that train() rejects (vocab smaller than the tokenizer: HaaresError) exits 65 -> failed, no retry."""
+    engine = make_engine(sqlite_url)
+    spec = tiny_runs(**{"model.vocab_size": 16})[0]
+    enqueue_runs(engine=engine, grid="smoke", runs=[spec])
+    worker = start_worker(sqlite_url, *FAST, log=tmp_path / "w.log", env=ONE_THREAD)
+    assert worker.wait(timeout=90) == 0, (tmp_path / "w.log").read_text()[-3000:]
+    job = rows(engine, "SELECT status, attempts, error_summary FROM jobs")[0]
+    assert job[0] == "failed" and job[1] == 1
+    assert "vocab_size" in job[2]
+    attempt = rows(engine, "SELECT outcome, exit_code, error FROM attempts")
+    assert len(attempt) == 1 and attempt[0][:2] == ("failed", 65)
+    assert attempt[0][2].startswith("HaaresError:")
+    engine.dispose()
