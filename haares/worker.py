@@ -207,6 +207,7 @@ class Worker:
         self.stop_signal: str | None = None
         self.done = threading.Event()
         self._last_reap = float("-inf")
+        self._stops_announced = 0
 
     # --- queue API (imported lazily so `import haares.worker` stays cheap) -------------------
 
@@ -415,6 +416,14 @@ class Worker:
         now = time.monotonic()
         with self.lock:
             children = list(self.running.values())
+        if self.stop_requests != self._stops_announced:
+            # Announced here, not in the signal handler, where printing is not safe.
+            self._stops_announced = self.stop_requests
+            if self.stop_requests == 1:
+                self.reporter.message(f"{self.stop_signal}: no new jobs; {len(children)} child(ren) checkpoint and "
+                                      f"hand their jobs back (up to {self.opt.grace_s:g} s); Ctrl-C again to kill them")
+            else:
+                self.reporter.message("killing the children now; their jobs go back to the queue")
         for r in children:
             # Timed here, not in the heartbeat thread: a heartbeat stuck on a dead connection or a
             # held lock never returns an error to count.
