@@ -556,17 +556,13 @@ class Worker:
     # --- main loop ---------------------------------------------------------------------------
 
     def _drain_events(self, timeout: float) -> None:
+        """Wait up to `timeout` for a child event (the loop's only sleep), then handle all queued ones."""
         try:
             r, event = self.events.get(timeout=timeout)
         except queue.Empty:
             return
         self._handle_event(r, event)
-        while True:
-            try:
-                r, event = self.events.get_nowait()
-            except queue.Empty:
-                return
-            self._handle_event(r, event)
+        self._drain_pending_events()
 
     def _collect_exits(self) -> bool:
         """Finalize children that exited (after their last event). True if any finished."""
