@@ -351,6 +351,9 @@ def train(
     # The validation set is fixed and small: keep it on the device for the whole run.
     eval_batches = [_to_device(b, dev) for b in eval_set.batches()]
 
+    if dev.type == "cuda":
+        # Peak memory is reported per run, not per process (a process may train several runs).
+        torch.cuda.reset_peak_memory_stats(dev)
     model = build_model(cfg.model, seed=cfg.seed).to(dev)
     model.train()
     optimizer = make_optimizer(model, cfg.train, dev)
