@@ -14,7 +14,7 @@ import math
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -615,11 +615,3 @@ def _write_summary(
 def _jsonl(record: dict[str, Any]) -> str:
     return json.dumps(record, sort_keys=True) + "\n"
 
-
-def iter_evals(run_dir: Path) -> Iterator[dict[str, Any]]:
-    """The records of run_dir/evals.jsonl, in order (for callers that read a run back)."""
-    path = Path(run_dir) / "evals.jsonl"
-    if path.exists():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                yield json.loads(line)
