@@ -4,7 +4,8 @@ Why: the reference `route` stacks the M sources into a new (M, B, T, D) tensor a
 that stack and the normalised keys alive for backward, at every one of the 2L routers. That is most
 of HAARES's memory overhead over Block AttnRes (and a good part of its time). Here the forward
 saves only per-token scalars (routing weights, inverse RMS, raw dot products; (M, B, T) each) and
-the backward recomputes from the sources, which the graph holds anyway.
+the backward recomputes from the sources, which the graph holds anyway. Both bodies loop over the
+sources instead of stacking them, so a compiled body reads each source in place.
 
 Algebra (per token; u = w * rho, r_m = rsqrt(mean_d v_m^2 + eps), s_m = u . v_m):
     logit_m = r_m s_m + beta_m,   a = softmax_m(logit),   h = sum_m a_m v_m
@@ -23,40 +24,53 @@ import torch
 
 
 def _forward(values: list[torch.Tensor], u: torch.Tensor, biases: torch.Tensor, eps: float):
-    V = torch.stack([v.to(u.dtype) for v in values], 0)  # (M, B, T, D), temporary
-    r = torch.rsqrt(V.pow(2).mean(-1) + eps)  # (M, B, T)
-    s = V @ u  # (M, B, T)
-    a = (r * s + biases.view(-1, 1, 1)).softmax(0)  # (M, B, T)
-    h = (a.unsqueeze(-1) * V).sum(0)  # (B, T, D)
-    return h, a, r, s
+    # One pass per source, no (M, B, T, D) stack: compiled, this is a single kernel that reads each
+    # source row once for the statistics and once for the weighted sum.
+    vs = [v.to(u.dtype) for v in values]
+    r = [torch.rsqrt(v.pow(2).mean(-1) + eps) for v in vs]  # M x (B, T)
+    s = [(v * u).sum(-1) for v in vs]  # M x (B, T); elementwise + sum fuses, a matmul would not
+    logits = [r_m * s_m + biases[m] for m, (r_m, s_m) in enumerate(zip(r, s, strict=True))]
+    top = functools.reduce(torch.maximum, logits)
+    exps = [(lg - top).exp() for lg in logits]
+    total = functools.reduce(torch.add, exps)
+    a = [e / total for e in exps]  # softmax over sources, M x (B, T)
+    h = functools.reduce(torch.add, [a_m.unsqueeze(-1) * v for a_m, v in zip(a, vs, strict=True)])
+    return h, torch.stack(a), torch.stack(r), torch.stack(s)
 
 
 def _backward(values: list[torch.Tensor], u: torch.Tensor, G: torch.Tensor, a, r, s):
-    V = torch.stack([v.to(u.dtype) for v in values], 0)  # (M, B, T, D), temporary
+    vs = [v.to(u.dtype) for v in values]
     G = G.to(u.dtype)
-    da = (V * G).sum(-1)  # (M, B, T)
-    dl = a * (da - (a * da).sum(0, keepdim=True))  # (M, B, T)
-    D = V.shape[-1]
-    coef_v = dl * s * r.pow(3) / D  # (M, B, T)
-    dV = a.unsqueeze(-1) * G + (dl * r).unsqueeze(-1) * u - coef_v.unsqueeze(-1) * V
-    du = ((dl * r).unsqueeze(-1) * V).sum(dim=(0, 1, 2))  # (D,)
-    dbias = dl.sum(dim=(1, 2))  # (M,)
+    D = G.shape[-1]
+    da = [(v * G).sum(-1) for v in vs]  # M x (B, T)
+    mean_da = functools.reduce(torch.add, [a[m] * da[m] for m in range(len(vs))])
+    dl = [a[m] * (da[m] - mean_da) for m in range(len(vs))]  # d loss / d logit_m
+    dV = [
+        a[m].unsqueeze(-1) * G
+        + (dl[m] * r[m]).unsqueeze(-1) * u
+        - (dl[m] * s[m] * r[m].pow(3) / D).unsqueeze(-1) * vs[m]
+        for m in range(len(vs))
+    ]
+    du = functools.reduce(torch.add, [((dl[m] * r[m]).unsqueeze(-1) * vs[m]).sum(dim=(0, 1)) for m in range(len(vs))])
+    dbias = torch.stack([dl_m.sum() for dl_m in dl])  # (M,)
     return dV, du, dbias
 
 
-_compiled: dict[str, object] = {}
+_compiled: dict[object, object] = {}
 
 
-def _impl(name: str, device: torch.device):
-    """The eager body on the CPU, a compiled one on CUDA (built once per process)."""
-    fn = {"forward": _forward, "backward": _backward}[name]
+def on_device(fn, device: torch.device):
+    """`fn` itself on the CPU; on CUDA a torch.compile'd copy, built once per process.
+
+    Graphs are specialised per input shape and per source count M (1 to 2N+1, up to 17 at N = 8),
+    so dynamo's default limit of 8 recompilations is lifted.
+    """
     if device.type != "cuda":
         return fn
-    if name not in _compiled:
-        # One graph per source count M (1 to 2N+1, up to 17 at N = 8): lift dynamo's default limit of 8.
+    if fn not in _compiled:
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
-        _compiled[name] = torch.compile(fn, dynamic=False)
-    return _compiled[name]
+        _compiled[fn] = torch.compile(fn, dynamic=False)
+    return _compiled[fn]
 
 
 class _FusedRoute(torch.autograd.Function):
@@ -65,7 +79,7 @@ class _FusedRoute(torch.autograd.Function):
         # Accumulate in fp32 at least (fp64 stays fp64, for gradcheck).
         acc = functools.reduce(torch.promote_types, (v.dtype for v in values), torch.float32)
         u = (query * gain).to(acc)
-        h, a, r, s = _impl("forward", values[0].device)(list(values), u, biases.to(acc), eps)
+        h, a, r, s = on_device(_forward, values[0].device)(list(values), u, biases.to(acc), eps)
         ctx.save_for_backward(query, gain, a, r, s, *values)
         # Same dtype as the reference: the promotion of the sources (fp32 once the embedding is one).
         return h.to(functools.reduce(torch.promote_types, (v.dtype for v in values)))
@@ -74,8 +88,8 @@ class _FusedRoute(torch.autograd.Function):
     def backward(ctx, G):
         query, gain, a, r, s, *values = ctx.saved_tensors
         u = (query * gain).to(a.dtype)
-        dV, du, dbias = _impl("backward", G.device)(list(values), u, G, a, r, s)
-        grads_v = [g.to(v.dtype) for g, v in zip(dV.unbind(0), values, strict=True)]
+        dV, du, dbias = on_device(_backward, G.device)(list(values), u, G, a, r, s)
+        grads_v = [g.to(v.dtype) for g, v in zip(dV, values, strict=True)]
         dq = (du * gain.to(du.dtype)).to(query.dtype)
         dg = (du * query.to(du.dtype)).to(gain.dtype)
         return (dq, dg, dbias, None, *grads_v)
