@@ -70,7 +70,9 @@ def _set_precision(precision: str) -> None:
     torch.backends.cudnn.allow_tf32 = allow
 
 
-def prepare_model(cfg: ModelConfig, *, device: torch.device, router: str, compiled: bool) -> torch.nn.Module:
+def prepare_model(
+    cfg: ModelConfig, *, device: torch.device, router: str, compiled: bool
+) -> torch.nn.Module:
     """A model on `device` with the chosen router and, if `compiled`, each sublayer compiled on its own.
 
     Compiling per sublayer (not the unrolled model) keeps compile time flat in depth: all attention
@@ -78,6 +80,7 @@ def prepare_model(cfg: ModelConfig, *, device: torch.device, router: str, compil
     """
     model = build_model(cfg, seed=0).to(device)
     use_router(model, router)
+
     if compiled:
         for sub in model.sublayers:
             sub.compile(dynamic=False)

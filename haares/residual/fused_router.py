@@ -45,10 +45,12 @@ def _backward(values: list[torch.Tensor], u: torch.Tensor, G: torch.Tensor, a, r
     da = [(v * G).sum(-1) for v in vs]  # M x (B, T)
     mean_da = functools.reduce(torch.add, [a[m] * da[m] for m in range(len(vs))])
     dl = [a[m] * (da[m] - mean_da) for m in range(len(vs))]  # d loss / d logit_m
-    dV = [
-        a[m].unsqueeze(-1) * G
-        + (dl[m] * r[m]).unsqueeze(-1) * u
-        - (dl[m] * s[m] * r[m].pow(3) / D).unsqueeze(-1) * vs[m]
+    dV = [  # cast inside the body, so a compiled backward writes each gradient once, in its dtype
+        (
+            a[m].unsqueeze(-1) * G
+            + (dl[m] * r[m]).unsqueeze(-1) * u
+            - (dl[m] * s[m] * r[m].pow(3) / D).unsqueeze(-1) * vs[m]
+        ).to(values[m].dtype)
         for m in range(len(vs))
     ]
     du = functools.reduce(torch.add, [((dl[m] * r[m]).unsqueeze(-1) * vs[m]).sum(dim=(0, 1)) for m in range(len(vs))])
@@ -89,10 +91,9 @@ class _FusedRoute(torch.autograd.Function):
         query, gain, a, r, s, *values = ctx.saved_tensors
         u = (query * gain).to(a.dtype)
         dV, du, dbias = on_device(_backward, G.device)(list(values), u, G, a, r, s)
-        grads_v = [g.to(v.dtype) for g, v in zip(dV, values, strict=True)]
         dq = (du * gain.to(du.dtype)).to(query.dtype)
         dg = (du * query.to(du.dtype)).to(gain.dtype)
-        return (dq, dg, dbias, None, *grads_v)
+        return (dq, dg, dbias, None, *dV)
 
 
 def route_fused(

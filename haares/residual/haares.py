@@ -11,7 +11,6 @@ from torch import nn
 
 from haares.config import ModelConfig
 from haares.residual.base import Residual
-from haares.residual.fused_router import on_device
 from haares.residual.router import Router
 
 
@@ -81,7 +80,6 @@ class Haares(Residual):
         else:
             self.register_buffer("beta", torch.empty(self.blocks))  # fixed-bias ablation, not learned
         self.register_buffer("signs", torch.empty(self.blocks, self.block_size))  # (N, S)
-        self.fast_path = False  # set by use_fast_path(); changes how Eq. 7 runs, never what it computes
 
     @torch.no_grad()
     def reset_parameters(self, generator: torch.Generator) -> None:
@@ -99,12 +97,7 @@ class Haares(Residual):
             return b  # "Dup. b": a second copy of the cumulative source
         if not self.rms_on:
             return d  # "w/o RMS matching"
-        match = on_device(rms_match, d.device) if self.fast_path else rms_match
-        return match(d, b, eps=self.rms_eps, max_scale=self.rms_max_scale)
-
-    def use_fast_path(self, on: bool) -> None:
-        """Compile RMS matching into one kernel on CUDA (the same Eq. 7; set by `use_router`)."""
-        self.fast_path = on
+        return rms_match(d, b, eps=self.rms_eps, max_scale=self.rms_max_scale)
 
     def forward(self, x0: torch.Tensor, sublayers: nn.ModuleList, rope: nn.Module) -> torch.Tensor:
         zero = x0.new_zeros(())

@@ -91,8 +91,6 @@ def use_router(model: nn.Module, name: str) -> None:
     for module in model.modules():
         if isinstance(module, Router):
             module.route_fn = impls[name]
-        elif hasattr(module, "use_fast_path"):  # schemes with glue of their own (HAARES's RMS matching)
-            module.use_fast_path(name != "reference")
 
 
 @contextmanager
