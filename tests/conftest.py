@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import uuid
 
 # Read at import time by datasets/huggingface_hub: a hub miss must fail at once, not retry for 23 s.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -43,9 +44,20 @@ def _pg_reachable(url: str) -> str | None:
         return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
+def _admin(url: str, statement: str) -> None:
+    import psycopg
+
+    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True) as conn:
+        conn.execute(statement)
+
+
 @pytest.fixture(scope="session")
-def pg_server_url() -> str:
-    """The PostgreSQL server from HAARES_TEST_PG_URL; skipped without it, fails under HAARES_REQUIRE_PG=1."""
+def pg_server_url():
+    """A private database on the server of HAARES_TEST_PG_URL, dropped at the end of the session.
+
+    Private, so two test runs sharing one server (or one developer's run beside CI) never drop each
+    other's tables. Skipped without the variable; fails instead under HAARES_REQUIRE_PG=1.
+    """
     url = os.environ.get("HAARES_TEST_PG_URL")
     required = os.environ.get("HAARES_REQUIRE_PG") == "1"
     if not url:
@@ -57,7 +69,14 @@ def pg_server_url() -> str:
         if required:
             pytest.fail(f"HAARES_REQUIRE_PG=1 but PostgreSQL at {url} is unreachable: {problem}")
         pytest.skip(f"PostgreSQL unreachable: {problem}")
-    return url
+    from sqlalchemy.engine import make_url
+
+    name = f"haares_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    _admin(url, f'CREATE DATABASE "{name}"')
+    try:
+        yield make_url(url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        _admin(url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture

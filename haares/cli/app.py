@@ -50,7 +50,8 @@ def main() -> None:
     from haares.errors import HaaresError
 
     try:
-        app(standalone_mode=False)
+        # In non-standalone mode click returns a command's typer.Exit code instead of raising it.
+        code = app(standalone_mode=False)
     except (HaaresError, ConfigError) as exc:
         typer.secho(f"error: {exc}", err=True, fg="red")
         sys.exit(2)
@@ -62,13 +63,14 @@ def main() -> None:
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         sys.exit(130)
-    except Exception as exc:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.ClickException):
+    except Exception as exc:
+        # Usage errors (missing option, bad value) arrive here in non-standalone mode. Typer may
+        # vendor click, so recognise click's exceptions by what they offer, not by class.
+        if callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None), int):
             exc.show()
             sys.exit(exc.exit_code)
         raise
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":
