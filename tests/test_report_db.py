@@ -5,6 +5,7 @@ newest job per label wins. Also holds `build_grid_db`, the helper the other test
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable, Mapping
 
@@ -36,6 +37,7 @@ def add_run(
     device: str | None = "cpu",
     attempts: int = 1,
     extra_grids: Iterable[tuple[str, str, str, int]] = (),
+    batch_order_hash: str | None = None,
 ) -> int:
     """Insert one job, its grid label(s) and its (step, val_loss) evals; returns the job id."""
     points = list(evals)
@@ -44,6 +46,7 @@ def add_run(
             insert(Job).values(
                 run_key=run_key, method=method, seed=seed, config_json=config_json, status=status,
                 step=step if step is not None else (points[-1][0] if points else 0), total_steps=0, attempts=attempts,
+                result_json=json.dumps({"batch_order_hash": batch_order_hash}) if batch_order_hash else None,
             )
         ).inserted_primary_key[0]
         for g, c, m, s in [(grid, cell, method, seed), *extra_grids]:

@@ -38,6 +38,25 @@ def incomplete(n: int, expected: int, unit: str) -> str:
     return "" if n >= expected else f"* ({n}/{expected} {unit})"
 
 
+def pairing_caption(runs: pd.DataFrame) -> str | None:
+    """Whether every finished pair (same cell and seed) saw the same batches, by batch-order hash.
+
+    None when no finished pair recorded a hash (e.g. runs from before hashes were recorded).
+    """
+    if "batch_order_hash" not in runs:
+        return None
+    done = runs[(runs["status"] == "succeeded") & runs["batch_order_hash"].notna()]
+    sizes = done.groupby(["cell", "seed"]).size()
+    pairs = sizes[sizes > 1].index
+    if not len(pairs):
+        return None
+    distinct = done.groupby(["cell", "seed"])["batch_order_hash"].nunique()
+    broken = [f"{cell + ' ' if cell else ''}seed {seed}" for cell, seed in pairs if distinct[(cell, seed)] > 1]
+    if broken:
+        return f"PAIRING BROKEN: runs of {', '.join(broken)} saw different batch orders; their deltas are not paired"
+    return f"pairing checked: the {len(pairs)} finished pair(s) saw identical batch orders (batch-order hash)"
+
+
 def settings_caption(runs: pd.DataFrame, superseded: int) -> list[str]:
     """Caption lines with the eval token cap, eval interval, precision and step budget of the runs."""
 
@@ -50,6 +69,9 @@ def settings_caption(runs: pd.DataFrame, superseded: int) -> list[str]:
         f"eval: {tokens}, every {values('eval_every', lambda v: f'{int(v):,}')} steps; "
         f"precision {values('precision', str)}; budget {values('budget_steps', lambda v: f'{int(v):,}')} steps",
     ]
+    pairing = pairing_caption(runs)
+    if pairing:
+        lines.append(pairing)
     resumed = runs.loc[runs["attempts"].fillna(0) > 1, ["method", "seed"]]
     if len(resumed):
         which = ", ".join(f"{m} seed {s}" for m, s in resumed.itertuples(index=False))

@@ -20,6 +20,7 @@ RUN_COLUMNS = (
 )
 CONFIG_COLUMNS = (
     "budget_steps", "eval_every", "eval_tokens", "precision", "d_model", "d_ff", "n_layers", "blocks", "residual",
+    "batch_order_hash",
 )
 EVAL_COLUMNS = (
     "grid", "cell", "method", "seed", "job_id", "run_key", "step", "tokens", "train_seconds", "val_loss",
@@ -47,13 +48,14 @@ def load_runs(engine: Engine, grid: str, *, newest: bool = False) -> pd.DataFram
 
     newest=True keeps only the newest job per (cell, method, seed) label, in SQL.
     Config fields parsed from `config_json`: budget_steps (train.steps), eval_every, eval_tokens
-    (0 = whole split), precision, d_model, d_ff, n_layers, blocks, residual.
+    (0 = whole split), precision, d_model, d_ff, n_layers, blocks, residual; and from a finished
+    job's `result_json`, batch_order_hash (the proof of pairing).
     """
     query = (
         select(
             GridRun.grid, GridRun.cell, GridRun.method, GridRun.seed, GridRun.pair_index, GridRun.method_index,
             Job.id.label("job_id"), Job.run_key, Job.status, Job.step, Job.total_steps, Job.attempts,
-            Job.best_val_loss, Job.steps_per_s, Job.tokens_per_s, Job.config_json,
+            Job.best_val_loss, Job.steps_per_s, Job.tokens_per_s, Job.config_json, Job.result_json,
         )
         .join(Job, Job.id == GridRun.job_id)
         .where(GridRun.grid == grid)
@@ -62,9 +64,12 @@ def load_runs(engine: Engine, grid: str, *, newest: bool = False) -> pd.DataFram
     if newest:
         query = query.where(GridRun.job_id.in_(_newest(grid)))
     runs = pd.read_sql(query, engine)
-    parsed = [_config_fields(raw) for raw in runs["config_json"]]
+    parsed = [
+        {**_config_fields(raw), "batch_order_hash": _result_field(result, "batch_order_hash")}
+        for raw, result in zip(runs["config_json"], runs["result_json"], strict=True)
+    ]
     config = pd.DataFrame(parsed, columns=list(CONFIG_COLUMNS), index=runs.index)
-    return pd.concat([runs.drop(columns="config_json"), config], axis=1)
+    return pd.concat([runs.drop(columns=["config_json", "result_json"]), config], axis=1)
 
 
 def load_evals(engine: Engine, grid: str, *, newest: bool = False) -> pd.DataFrame:
@@ -87,6 +92,14 @@ def load_evals(engine: Engine, grid: str, *, newest: bool = False) -> pd.DataFra
     for column in ("val_loss", "val_bpb", "train_loss", "steps_per_s", "tokens_per_s", "train_seconds"):
         evals[column] = evals[column].astype("float64")
     return evals
+
+
+def _result_field(raw: str | None, key: str) -> object:
+    """One field of a finished job's result JSON (None when absent or unreadable)."""
+    try:
+        return (json.loads(raw) or {}).get(key) if raw else None
+    except (json.JSONDecodeError, AttributeError):
+        return None
 
 
 def _config_fields(raw: str | None) -> dict[str, object]:
