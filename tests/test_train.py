@@ -38,15 +38,6 @@ def tiny_config(residual: str = "haares", *, steps: int = 12, eval_every: int = 
     )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: fast on the shared 2-core machine, and the same numerics in every process."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 SCHEME_VARIANTS = {name: {} for name in RESIDUALS} | {
     "haares_random_sign": {"residual": "haares", "detail": "random_sign"},
     "haares_fixed_bias": {"residual": "haares", "detail_bias": -2.0},

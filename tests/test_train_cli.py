@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from haares.cli.app import app
@@ -23,14 +22,6 @@ TINY = [
     "model.d_model=32", "model.d_ff=64", "model.n_layers=2", "model.n_heads=2", "data.seq_len=16",
     "data.eval_tokens=64", "train.batch_size=4", "train.eval_batch_size=4", "train.steps=6", "train.eval_every=3",
 ]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _args(run_dir: Path) -> list[str]:

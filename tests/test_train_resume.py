@@ -18,9 +18,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_train import tiny_config as shared_tiny_config
 
 from haares.checkpoint import checkpoint_path, list_checkpoints, read_checkpoint
-from haares.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from haares.config import RunConfig
 from haares.train import TrainCallbacks, train
 
 STEPS, EVAL_EVERY = 20, 5
@@ -59,20 +60,7 @@ print(f"DONE {result.final_step}", flush=True)
 
 
 def tiny_config() -> RunConfig:
-    return RunConfig(
-        model=ModelConfig(d_model=32, d_ff=64, n_layers=2, n_heads=2, blocks=2, residual="haares"),
-        data=DataConfig(dataset="offline_english", tokenizer="char", seq_len=16, eval_tokens=64),
-        train=TrainConfig(steps=STEPS, batch_size=4, eval_every=EVAL_EVERY, eval_batch_size=4, lr=3e-3),
-        seed=42,
-    )
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    return shared_tiny_config(steps=STEPS, eval_every=EVAL_EVERY)
 
 
 @pytest.fixture(scope="module")
