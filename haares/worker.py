@@ -302,6 +302,9 @@ class Worker:
             HAARES_PARENT_PID=str(self.pid),
             PYTHONUNBUFFERED="1",
         )
+        if self.opt.gpu == "cpu" and "OMP_NUM_THREADS" not in os.environ:
+            # K training children on the CPU share its cores; each taking all of them oversubscribes.
+            env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // self.opt.slots))
         try:
             with open(log_path, "ab") as logf:
                 # Popen runs on the main thread only: PR_SET_PDEATHSIG fires when the spawning

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from typing import Annotated, Any
 
@@ -110,7 +111,8 @@ def register(app: typer.Typer) -> None:
             if as_json:
                 typer.echo(json.dumps(snapshot(engine=engine, grid=grid), default=str))
                 return
-            console = Console()
+            # Piped or logged output gets a wide table instead of rich's 80-column default.
+            console = Console() if sys.stdout.isatty() else Console(width=180)
             if not watch:
                 console.print(render(snapshot(engine=engine, grid=grid), grid=grid))
                 return
