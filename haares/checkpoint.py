@@ -14,8 +14,10 @@ import os
 import random
 import re
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import IO, Any, BinaryIO
 
 import numpy as np
 import torch
@@ -55,19 +57,10 @@ def save_checkpoint(ckpt_dir: Path, *, step: int, state: dict[str, Any], keep: i
     ckpt_dir = Path(ckpt_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     final = checkpoint_path(ckpt_dir, step)
-    tmp = ckpt_dir / f".{final.name}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "wb") as raw:
-            writer = _HashingWriter(raw)
-            torch.save(state, writer)
-            raw.write(_trailer(writer.sha.hexdigest(), writer.length))
-            raw.flush()
-            os.fsync(raw.fileno())
-        os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    _fsync_dir(ckpt_dir)
+    with _atomic_open(final, "wb") as raw:
+        writer = _HashingWriter(raw)
+        torch.save(state, writer)
+        raw.write(_trailer(writer.sha.hexdigest(), writer.length))
     for _, old in list_checkpoints(ckpt_dir)[:-keep]:
         old.unlink(missing_ok=True)
     for stale in ckpt_dir.glob(".step_*.ckpt.tmp*"):
@@ -115,10 +108,18 @@ def atomic_write_text(path: Path, text: str) -> None:
     """Replace `path` with `text` atomically (temp file, fsync, os.replace, fsync of the folder)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    with _atomic_open(path, "w", encoding="utf-8") as handle:
+        handle.write(text)
+
+
+@contextmanager
+def _atomic_open(path: Path, mode: str, **kwargs: Any) -> Iterator[IO]:
+    """A handle on a temp file beside `path` that replaces `path` only once fully written and
+    fsynced; on any error the temp file is removed and `path` is left as it was."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        with open(tmp, mode, **kwargs) as handle:
+            yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
