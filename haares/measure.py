@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import platform
 import resource
-import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
 
 import haares
+from haares.provenance import git_state
 
 
 def synchronize(device: torch.device) -> None:
@@ -79,15 +78,7 @@ def code_version() -> dict[str, Any]:
 
     git fields are None when the package does not sit in a git checkout (an installed wheel).
     """
-    root = Path(haares.__file__).resolve().parent.parent
-    sha: str | None = None
-    dirty: bool | None = None
-    if (root / ".git").exists():
-        try:
-            sha = _git(root, "rev-parse", "HEAD")
-            dirty = bool(_git(root, "status", "--porcelain", "--untracked-files=no"))
-        except (OSError, subprocess.SubprocessError):
-            sha, dirty = None, None
+    sha, dirty = git_state()
     return {
         "haares": haares.__version__,
         "git_sha": sha,
@@ -96,9 +87,3 @@ def code_version() -> dict[str, Any]:
         "python": platform.python_version(),
     }
 
-
-def _git(root: Path, *args: str) -> str:
-    out = subprocess.run(
-        ["git", *args], cwd=root, capture_output=True, text=True, timeout=10, check=True
-    )
-    return out.stdout.strip()

@@ -71,7 +71,7 @@ def register(app: typer.Typer) -> None:
         import socket
 
         from haares.jobs import enqueue_runs, make_engine, reap
-        from haares.jobs.provenance import code_ref
+        from haares.provenance import code_ref
         from haares.settings import resolve_db_url
 
         engine = make_engine(resolve_db_url(db))
