@@ -208,12 +208,10 @@ class Worker:
         self.done = threading.Event()
         self._last_reap = float("-inf")
         self._stops_announced = 0
+        # The queue API, imported here rather than at module top so `import haares.worker` stays cheap.
+        from haares import jobs
 
-    # --- queue API (imported lazily so `import haares.worker` stays cheap) -------------------
-
-    @staticmethod
-    def _api() -> Any:
-        return queue_api()
+        self.jobs = jobs
 
     # --- signals ---------------------------------------------------------------------------
 
@@ -254,7 +252,7 @@ class Worker:
 
     def _heartbeat_loop(self) -> None:
         """Renew every running lease each heartbeat_s; flag lost leases, cancels and DB outages."""
-        api = self._api()
+        api = self.jobs
         beats = 0
         while not self.done.wait(self.opt.heartbeat_s):
             beats += 1
@@ -351,7 +349,7 @@ class Worker:
             log.warning("job %s: could not record %s: %s", r.job_id, sorted(values), _one_line(exc))
 
     def _handle_event(self, r: Running, event: dict | None) -> None:
-        api = self._api()
+        api = self.jobs
         if event is None:
             r.eof = True
             return
@@ -477,7 +475,7 @@ class Worker:
 
     def _finalize(self, r: Running) -> None:
         """Record a finished child (unless fenced out) and forget it."""
-        api = self._api()
+        api = self.jobs
         outcome, kwargs = self._outcome(r)
         wrote: bool | None = None  # None: the database never answered
         if r.lost:
@@ -512,7 +510,7 @@ class Worker:
             return 0
         self._last_reap = now
         try:
-            n = int(self._api().reap(engine=self.engine, host=self.host) or 0)
+            n = int(self.jobs.reap(engine=self.engine, host=self.host) or 0)
         except Exception as exc:  # noqa: BLE001 - reaping is best effort; any process may do it
             log.warning("reap failed: %s", _one_line(exc))
             return 0
@@ -523,7 +521,7 @@ class Worker:
     def _claim_one(self) -> Any:
         from haares.jobs.procs import process_start_time
 
-        return self._api().claim(
+        return self.jobs.claim(
             engine=self.engine, worker_id=self.worker_id, host=self.host, pid=self.pid,
             pid_start=process_start_time(self.pid), gpu=self.opt.gpu, lease_ttl_s=self.opt.lease_ttl_s,
             kinds=self.opt.kinds,
@@ -546,7 +544,7 @@ class Worker:
             try:
                 r = self._spawn(lease)
             except OSError as exc:
-                self._api().finish(engine=self.engine, lease=lease, outcome="failed",
+                self.jobs.finish(engine=self.engine, lease=lease, outcome="failed",
                                    error=f"could not start the child: {_one_line(exc)}")
                 self.summary.add("failed")
                 continue
@@ -648,13 +646,6 @@ class Worker:
         except Exception as exc:  # noqa: BLE001
             self.reporter.message(f"claim failed: {_one_line(exc)}")
             return False
-
-
-def queue_api() -> Any:
-    """The queue operations (claim, heartbeat, record_eval, set_attempt_device, finish, reap)."""
-    import haares.jobs
-
-    return haares.jobs
 
 
 def run_worker(*, db_url: str, options: WorkerOptions, reporter: Reporter | None = None) -> WorkerSummary:
