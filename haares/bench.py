@@ -9,20 +9,25 @@ plain fp32 reference. Needs no database and no datasets, so it runs on a bare GP
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import json
+import math
 import platform
+import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 
 import torch
 
 from haares import cost
-from haares.config import ModelConfig
+from haares.config import ModelConfig, TrainConfig
+from haares.fastpath import FastPath, apply_fast_path, autocast, matmul_precision, resolve_fast_path
 from haares.grids import family
 from haares.model import build_model
-from haares.residual.router import use_router
+from haares.step import TrainStep
+from haares.train import make_optimizer
 
 
 @dataclass
@@ -33,13 +38,22 @@ class BenchRow:
     precision: str
     router: str
     compiled: bool
+    cuda_graph: bool
     steps_per_s: float
     tokens_per_s: float
     step_ms: float
     peak_mem_gb: float
     mfu: float | None
     warmup_s: float
-    """Wall time of the warm-up steps, compilation included."""
+    """Wall time of the untimed steps: compilation, graph capture and the extra warm-up steps."""
+
+
+# Equivalence bars (performance.md, issue 11): a fused fp32 path must match the plain fp32 reference to
+# 1e-5; a bf16 path may differ from it by at most 1.5x what Standard's own bf16 path does.
+FP32_BAR = 1e-5
+BF16_FACTOR = 1.5
+# Standard's bf16 row has no one to be compared against: an absolute sanity bar catches garbage.
+BF16_SANITY_BAR = 5e-2
 
 
 def _sync(device: torch.device) -> None:
@@ -63,27 +77,10 @@ def matmul_peak_tflops(device: torch.device, n: int = 8192, iters: int = 20) -> 
     return 2 * n**3 * iters / (time.perf_counter() - t0) / 1e12
 
 
-def _set_precision(precision: str) -> None:
-    # fp32 reproduces the paper: no TF32 anywhere.
-    allow = precision != "fp32"
-    torch.backends.cuda.matmul.allow_tf32 = allow
-    torch.backends.cudnn.allow_tf32 = allow
-
-
-def prepare_model(
-    cfg: ModelConfig, *, device: torch.device, router: str, compiled: bool
-) -> torch.nn.Module:
-    """A model on `device` with the chosen router and, if `compiled`, each sublayer compiled on its own.
-
-    Compiling per sublayer (not the unrolled model) keeps compile time flat in depth: all attention
-    sublayers share one graph, all MLP sublayers another.
-    """
-    model = build_model(cfg, seed=0).to(device)
-    use_router(model, router)
-
-    if compiled:
-        for sub in model.sublayers:
-            sub.compile(dynamic=False)
+def prepare_model(cfg: ModelConfig, *, device: torch.device, fast: FastPath, seed: int = 0) -> torch.nn.Module:
+    """A model on `device` set up exactly as the trainer sets it up for `fast` (apply_fast_path)."""
+    model = build_model(cfg, seed=seed).to(device)
+    apply_fast_path(model, fast)
     return model
 
 
@@ -91,8 +88,7 @@ def bench_one(
     cfg: ModelConfig,
     *,
     precision: str,
-    router: str,
-    compiled: bool,
+    fast: FastPath,
     batch_size: int,
     seq_len: int,
     steps: int,
@@ -100,42 +96,40 @@ def bench_one(
     device: torch.device,
     peak_tflops: float | None,
 ) -> BenchRow:
-    """Time `steps` training steps after `warmup` steps; memory peak over the timed steps."""
-    _set_precision(precision)
-    model = prepare_model(cfg, device=device, router=router, compiled=compiled)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.0, fused=device.type == "cuda")
-    gen = torch.Generator(device="cpu").manual_seed(0)
-    tokens = torch.randint(0, cfg.vocab_size, (batch_size, seq_len + 1), generator=gen).to(device)
-    x, y = tokens[:, :-1], tokens[:, 1:]
-    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    """Time `steps` training steps of the trainer's own TrainStep (AdamW groups, clipping, precision).
 
-    def step() -> None:
-        with amp:
-            _, loss = model(x, y)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+    Untimed first: the steps that compile or capture, then `warmup` more. Memory peak over the timed steps.
+    """
+    with matmul_precision(precision):
+        model = build_model(cfg, seed=0).to(device)
+        optimizer = make_optimizer(model, TrainConfig(), device, capturable=fast.cuda_graph)
+        apply_fast_path(model, fast)
+        step = TrainStep(model, optimizer, grad_clip=1.0, precision=precision,
+                         cuda_graph=fast.cuda_graph, compiled=fast.compile)
+        gen = torch.Generator(device="cpu").manual_seed(0)
+        tokens = torch.randint(0, cfg.vocab_size, (batch_size, seq_len + 1), generator=gen).to(device)
 
-    t0 = time.perf_counter()
-    for _ in range(warmup):
-        step()
-    _sync(device)
-    warmup_s = time.perf_counter() - t0
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        step()
-    _sync(device)
-    elapsed = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        while step.warming_up:
+            step(tokens)
+        for _ in range(warmup):
+            step(tokens)
+        _sync(device)
+        warmup_s = time.perf_counter() - t0
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            step(tokens)
+        _sync(device)
+        elapsed = time.perf_counter() - t0
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0
     steps_per_s = steps / elapsed
     tokens_per_s = steps_per_s * batch_size * seq_len
     flops_per_s = cost.model_flops_per_token(cfg, seq_len) * tokens_per_s
     mfu = flops_per_s / (peak_tflops * 1e12) if peak_tflops else None
-    return BenchRow(cfg.residual, precision, router, compiled, steps_per_s, tokens_per_s,
-                    1000 / steps_per_s, peak / 2**30, mfu, warmup_s)
+    return BenchRow(cfg.residual, precision, fast.router, fast.compile, fast.cuda_graph, steps_per_s,
+                    tokens_per_s, 1000 / steps_per_s, peak / 2**30, mfu, warmup_s)
 
 
 @torch.no_grad()
@@ -149,29 +143,33 @@ def randomize_routers(model: torch.nn.Module, *, seed: int) -> None:
             p.copy_(torch.randn(p.shape, generator=gen).to(p.device) / p.numel() ** 0.5)
 
 
+PLAIN = FastPath(router="reference", compile=False, cuda_graph=False)
+
+
 def equivalence(
-    cfg: ModelConfig, *, device: torch.device, router: str, precision: str, compiled: bool,
+    cfg: ModelConfig, *, device: torch.device, fast: FastPath, precision: str,
     batch_size: int = 2, seq_len: int = 128,
 ) -> dict[str, float]:
-    """Relative error of logits and gradients of a fast path against the plain fp32 reference.
+    """Relative error of logits and gradients of a path against the plain fp32 reference.
 
-    Same weights, fresh random tokens; relative error = ||fast - ref|| / ||ref|| over all logits and
-    over all gradients concatenated. NaN anywhere gives inf (never passes).
+    Same weights, non-uniform routers, fresh random tokens; relative error = ||fast - ref|| / ||ref||
+    over all logits and over all gradients concatenated. NaN anywhere gives inf (never passes). The
+    CUDA graph replays the same kernels as the eager step, so the function checked is the eager one.
     """
-    def run(router_name: str, prec: str, comp: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        _set_precision("fp32" if prec == "fp32" else "bf16")
-        model = prepare_model(cfg, device=device, router=router_name, compiled=comp)
-        randomize_routers(model, seed=2)
-        gen = torch.Generator(device="cpu").manual_seed(1)
-        tok = torch.randint(0, cfg.vocab_size, (batch_size, seq_len + 1), generator=gen).to(device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=prec == "bf16"):
-            logits, loss = model(tok[:, :-1], tok[:, 1:])
-        loss.backward()
+    def run(path: FastPath, prec: str) -> tuple[torch.Tensor, torch.Tensor]:
+        with matmul_precision(prec):
+            model = prepare_model(cfg, device=device, fast=path)
+            randomize_routers(model, seed=2)
+            gen = torch.Generator(device="cpu").manual_seed(1)
+            tok = torch.randint(0, cfg.vocab_size, (batch_size, seq_len + 1), generator=gen).to(device)
+            with autocast(prec, device):
+                logits, loss = model(tok[:, :-1], tok[:, 1:])
+            loss.backward()
         grads = torch.cat([p.grad.float().flatten() for p in model.parameters() if p.grad is not None])
         return logits.detach().float(), grads
 
-    ref_logits, ref_grads = run("reference", "fp32", False)
-    logits, grads = run(router, precision, compiled)
+    ref_logits, ref_grads = run(PLAIN, "fp32")
+    logits, grads = run(dataclasses.replace(fast, cuda_graph=False), precision)
 
     def rel(a: torch.Tensor, b: torch.Tensor) -> float:
         if not torch.isfinite(a).all():
@@ -179,6 +177,57 @@ def equivalence(
         return float((a - b).norm() / b.norm().clamp_min(1e-30))
 
     return {"logits_rel_err": rel(logits, ref_logits), "grads_rel_err": rel(grads, ref_grads)}
+
+
+def needs_check(scheme_row: dict) -> bool:
+    """Every row but the plain fp32 reference computes 'the same function' and must prove it."""
+    return not (scheme_row["precision"] == "fp32" and scheme_row["router"] == "reference"
+                and not scheme_row["compiled"])
+
+
+def _path_key(row: dict) -> tuple:
+    return (row["scheme"], row["precision"], row["router"], row["compiled"], row["cuda_graph"])
+
+
+def check_bars(checks: list[dict]) -> list[dict]:
+    """Attach `bar` and `passed` to each check: 1e-5 in fp32; in bf16 1.5x Standard's own bf16 error
+    on the same compile setting (Standard itself: an absolute 5e-2). A check without a Standard bf16
+    twin fails, since its bar is unknown."""
+    standard = {c["compiled"]: c for c in checks if c["scheme"] == "standard" and c["precision"] == "bf16"}
+    for c in checks:
+        if c["precision"] == "fp32":
+            bars = {"logits": FP32_BAR, "grads": FP32_BAR}
+        elif c["scheme"] == "standard":
+            bars = {"logits": BF16_SANITY_BAR, "grads": BF16_SANITY_BAR}
+        elif c["compiled"] in standard:
+            ref = standard[c["compiled"]]
+            bars = {k: BF16_FACTOR * ref[f"{k}_rel_err"] for k in ("logits", "grads")}
+        else:
+            bars = {"logits": 0.0, "grads": 0.0}
+        c["logits_bar"], c["grads_bar"] = bars["logits"], bars["grads"]
+        c["passed"] = all(math.isfinite(c[f"{k}_rel_err"]) and c[f"{k}_rel_err"] <= bars[k] for k in bars)
+    return checks
+
+
+def problems(result: dict) -> list[str]:
+    """What makes a bench result untrustworthy: no rows, a row without its check, a check over its bar."""
+    if not result["rows"]:
+        return ["no configuration was measured"]
+    checked = {_path_key(c) for c in result["checks"]}
+    found = [f"no equivalence check for {'/'.join(map(str, _path_key(r)))}"
+             for r in result["rows"] if needs_check(r) and _path_key(r) not in checked]
+    found += [f"{'/'.join(map(str, _path_key(c)))}: logits {c['logits_rel_err']:.2e} (bar {c['logits_bar']:.1e}), "
+              f"grads {c['grads_rel_err']:.2e} (bar {c['grads_bar']:.1e})"
+              for c in result["checks"] if not c.get("passed")]
+    return found
+
+
+def paths_for(scheme: str, routers: Iterable[str], compile_options: Iterable[bool],
+              graph_options: Iterable[bool]) -> list[FastPath]:
+    """The fast paths to measure for a scheme; router variants only for schemes with routers."""
+    scheme_routers = list(routers) if scheme in ("block_attnres", "haares") else ["reference"]
+    return [FastPath(router=r, compile=c, cuda_graph=g)
+            for r in dict.fromkeys(scheme_routers) for c in compile_options for g in graph_options]
 
 
 def run_bench(
@@ -189,6 +238,7 @@ def run_bench(
     precisions: Iterable[str],
     routers: Iterable[str],
     compile_options: Iterable[bool],
+    graph_options: Iterable[bool] = (False,),
     batch_size: int,
     seq_len: int,
     steps: int,
@@ -198,33 +248,38 @@ def run_bench(
     vocab_size: int = 256,
     progress_path: str | None = None,
     checks: bool = True,
+    on_row: Callable[[dict], None] | None = None,
 ) -> dict:
-    """Every combination, skipping router variants for schemes without routers."""
+    """Every combination, each timed row followed by its equivalence check; bf16 checks get their bar
+    from Standard's own bf16 error (measured here even when Standard is not among `schemes`)."""
+    schemes, precisions = list(schemes), list(precisions)
+    compile_options, graph_options = list(compile_options), list(graph_options)
+    if any(graph_options) and device.type != "cuda":
+        raise ValueError("CUDA graphs need a CUDA device; use --cuda-graph no on the CPU")
     peak = matmul_peak_tflops(device)
-    rows = []
-    checks = []
+    rows: list[dict] = []
+    found_checks: list[dict] = []
     for scheme in schemes:
         cfg = family(family_name, n_layers, residual=scheme, blocks=blocks, vocab_size=vocab_size)
         for precision in precisions:
-            for router in routers if scheme in ("block_attnres", "haares") else ["reference"]:
-                for compiled in compile_options:
-                    row = bench_one(cfg, precision=precision, router=router, compiled=compiled,
-                                    batch_size=batch_size, seq_len=seq_len, steps=steps, warmup=warmup,
-                                    device=device, peak_tflops=peak)
-                    rows.append(asdict(row))
-                    if progress_path:  # partial results survive a time limit
-                        with open(progress_path, "a") as fh:
-                            fh.write(json.dumps(rows[-1]) + "\n")
-                    gc.collect()  # the step closure keeps the last model alive until collected
-                    if device.type == "cuda":
-                        torch.cuda.empty_cache()
-                    print(json.dumps(rows[-1]), flush=True)
-                    if checks and (router != "reference" or compiled or precision != "fp32"):
-                        check = equivalence(cfg, device=device, router=router, precision=precision,
-                                            compiled=compiled)
-                        checks.append({"scheme": scheme, "precision": precision, "router": router,
-                                       "compiled": compiled, **check})
-                        print(json.dumps(checks[-1]), flush=True)
+            for fast in paths_for(scheme, routers, compile_options, graph_options):
+                row = asdict(bench_one(cfg, precision=precision, fast=fast, batch_size=batch_size,
+                                       seq_len=seq_len, steps=steps, warmup=warmup, device=device,
+                                       peak_tflops=peak))
+                _release(device)
+                if checks and needs_check(row):
+                    found_checks.append({**{k: row[k] for k in ("scheme", "precision", "router", "compiled",
+                                                                 "cuda_graph")},
+                                         **equivalence(cfg, device=device, fast=fast, precision=precision)})
+                    _release(device)
+                rows.append(row)
+                if progress_path:  # partial results survive a time limit
+                    with open(progress_path, "a") as fh:
+                        fh.write(json.dumps(row) + "\n")
+                if on_row:
+                    on_row(row)
+    if checks:
+        found_checks += _standard_bf16_twins(found_checks, family_name, n_layers, blocks, vocab_size, device)
     return {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
         "torch": torch.__version__,
@@ -232,65 +287,110 @@ def run_bench(
         "model": {"family": family_name, "n_layers": n_layers, "blocks": blocks, "vocab_size": vocab_size,
                   "batch_size": batch_size, "seq_len": seq_len},
         "rows": rows,
-        "checks": checks,
+        "checks": check_bars(found_checks),
     }
 
 
+def _standard_bf16_twins(found: list[dict], family_name: str, n_layers: int, blocks: int, vocab_size: int,
+                         device: torch.device) -> list[dict]:
+    """Standard's bf16 errors for each compile setting that a bf16 check needs but nobody measured."""
+    have = {c["compiled"] for c in found if c["scheme"] == "standard" and c["precision"] == "bf16"}
+    need = {c["compiled"] for c in found if c["precision"] == "bf16"} - have
+    cfg = family(family_name, n_layers, residual="standard", blocks=blocks, vocab_size=vocab_size)
+    twins = []
+    for compiled in sorted(need):
+        fast = FastPath(router="reference", compile=compiled, cuda_graph=False)
+        twins.append({"scheme": "standard", "precision": "bf16", "router": "reference", "compiled": compiled,
+                      "cuda_graph": False, **equivalence(cfg, device=device, fast=fast, precision="bf16")})
+    return twins
+
+
+def _release(device: torch.device) -> None:
+    gc.collect()  # the step closure keeps the last model alive until collected
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
 def to_markdown(result: dict) -> str:
-    """The bench result as a Markdown table plus the equivalence checks."""
+    """The bench result as a Markdown table plus the equivalence checks with their bars."""
     m = result["model"]
+    yes = {True: "yes", False: "no"}
     lines = [
         f"device: {result['device']}, torch {result['torch']}, measured bf16 matmul peak: "
-        f"{result['matmul_peak_tflops'] or float('nan'):.0f} TFLOP/s; model: {m['family']} {m['n_layers']}L, "
+        f"{_fmt(result['matmul_peak_tflops'], '.0f')} TFLOP/s; model: {m['family']} {m['n_layers']}L, "
         f"N={m['blocks']}, vocab {m['vocab_size']}, batch {m['batch_size']} x {m['seq_len']}",
         "",
-        "| scheme | precision | router | compiled | steps/s | step ms | tokens/s | peak GiB | MFU | warm-up s |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| scheme | precision | router | compiled | CUDA graph | steps/s | step ms | tokens/s | peak GiB | MFU | warm-up s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in result["rows"]:
         mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "-"
         lines.append(
-            f"| {r['scheme']} | {r['precision']} | {r['router']} | {'yes' if r['compiled'] else 'no'} | "
+            f"| {r['scheme']} | {r['precision']} | {r['router']} | {yes[r['compiled']]} | {yes[r['cuda_graph']]} | "
             f"{r['steps_per_s']:.2f} | {r['step_ms']:.1f} | {r['tokens_per_s']:,.0f} | {r['peak_mem_gb']:.1f} | "
             f"{mfu} | {r['warmup_s']:.1f} |"
         )
     if result["checks"]:
-        lines += ["", "| scheme | precision | router | compiled | logits rel. err | grads rel. err |",
-                  "| --- | --- | --- | --- | --- | --- |"]
+        lines += ["", "| scheme | precision | router | compiled | logits rel. err (bar) | grads rel. err (bar) | passed |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
         for c in result["checks"]:
-            lines.append(f"| {c['scheme']} | {c['precision']} | {c['router']} | {'yes' if c['compiled'] else 'no'} | "
-                         f"{c['logits_rel_err']:.2e} | {c['grads_rel_err']:.2e} |")
+            lines.append(
+                f"| {c['scheme']} | {c['precision']} | {c['router']} | {yes[c['compiled']]} | "
+                f"{c['logits_rel_err']:.2e} ({c['logits_bar']:.1e}) | {c['grads_rel_err']:.2e} ({c['grads_bar']:.1e}) | "
+                f"{yes[c['passed']]} |"
+            )
     return "\n".join(lines)
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
 
 
 def _csv(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
-def main(argv: list[str] | None = None) -> None:
+def _switches(text: str, auto: bool) -> list[bool]:
+    """'no', 'yes', 'no,yes' or 'auto' (the trainer's default on this device) -> booleans."""
+    values = []
+    for part in _csv(text):
+        if part not in ("yes", "no", "auto"):
+            raise ValueError(f"expected yes, no or auto, got {part!r}")
+        values.append(auto if part == "auto" else part == "yes")
+    return list(dict.fromkeys(values))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Measure, print the tables, write --json/--md; returns 1 (and says why) when a check fails or is missing."""
     parser = argparse.ArgumentParser(prog="python -m haares.bench", description=__doc__)
     parser.add_argument("--family", default="medium", choices=["small", "medium", "large"])
     parser.add_argument("--layers", type=int, default=48)
     parser.add_argument("--blocks", type=int, default=4)
     parser.add_argument("--schemes", default="standard,block_attnres,haares")
     parser.add_argument("--precision", default="fp32,bf16")
-    parser.add_argument("--router", default="reference,fused")
-    parser.add_argument("--compile", default="no,yes", help="no, yes or both (no,yes)")
+    parser.add_argument("--router", default="auto", help="reference, fused or auto (the trainer's default), comma-separated")
+    parser.add_argument("--compile", default="auto", help="no, yes, auto, or a list such as no,yes")
+    parser.add_argument("--cuda-graph", default="auto", help="no, yes, auto, or a list such as no,yes")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--seq-len", type=int, default=512)
     parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=5, help="untimed steps after compilation and capture")
     parser.add_argument("--no-checks", action="store_true", help="skip the equivalence checks")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--json", dest="json_out", default=None, help="write the raw result here")
     parser.add_argument("--md", dest="md_out", default=None, help="write the Markdown table here")
     args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    auto = resolve_fast_path(TrainConfig(), device)  # what the trainer runs on this device
+    routers = [auto.router if r == "auto" else r for r in _csv(args.router)]
     result = run_bench(
         family_name=args.family, n_layers=args.layers, schemes=_csv(args.schemes),
-        precisions=_csv(args.precision), routers=_csv(args.router),
-        compile_options=[c == "yes" for c in _csv(args.compile)], batch_size=args.batch_size,
-        seq_len=args.seq_len, steps=args.steps, warmup=args.warmup, device=torch.device(args.device),
+        precisions=_csv(args.precision), routers=routers,
+        compile_options=_switches(args.compile, auto.compile), graph_options=_switches(args.cuda_graph, auto.cuda_graph),
+        batch_size=args.batch_size, seq_len=args.seq_len, steps=args.steps, warmup=args.warmup, device=device,
         blocks=args.blocks, checks=not args.no_checks, progress_path=args.json_out + "l" if args.json_out else None,
+        on_row=lambda r: print(f"measured {r['scheme']} {r['precision']} {r['router']} compiled={r['compiled']} "
+                               f"graph={r['cuda_graph']}: {r['steps_per_s']:.2f} steps/s", flush=True),
     )
     table = to_markdown(result)
     print(table)
@@ -300,7 +400,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.md_out:
         with open(args.md_out, "w") as fh:
             fh.write(table + "\n")
+    found = problems(result) if not args.no_checks else ([] if result["rows"] else ["no configuration was measured"])
+    for problem in found:
+        print(f"check failed: {problem}", file=sys.stderr)
+    return 1 if found else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -19,6 +19,7 @@ ResidualName = Literal["standard", "rezero", "layerscale", "block_attnres", "haa
 DetailName = Literal["half_split", "random_sign", "dup_cumulative"]
 TokenizerName = Literal["char", "bpe4096"]
 PrecisionName = Literal["fp32", "bf16"]
+RouterImplName = Literal["auto", "reference", "fused"]
 
 # Model families of the paper (d_model, d_ff); 8 heads throughout.
 FAMILIES: dict[str, tuple[int, int]] = {"small": (128, 1024), "medium": (512, 2048), "large": (768, 3072)}
@@ -167,11 +168,19 @@ class TrainConfig:
     """Sequences per evaluation batch."""
     precision: str = "fp32"
     """fp32 as in the paper (TF32 off) or bf16 autocast (the fast path)."""
-    compile: bool = False
-    """torch.compile the sublayers (GPU fast path)."""
+
+    # --- the fast path (haares/fastpath.py): same function, other implementation ---
+    router: str = "auto"
+    """Router implementation: reference, fused, or auto (fused on CUDA, reference on the CPU)."""
+    compile: bool | None = None
+    """torch.compile each sublayer and the routing glue; None = auto (on for CUDA, off on the CPU)."""
+    cuda_graph: bool | None = None
+    """Capture the whole training step (forward, backward, clip, AdamW) in one CUDA graph after a
+    few eager warm-up steps; None = auto (on for CUDA). CUDA only."""
 
     def __post_init__(self) -> None:
         _check_choice("train.precision", self.precision, PrecisionName)
+        _check_choice("train.router", self.router, RouterImplName)
         for name in ("steps", "batch_size", "eval_every", "eval_batch_size"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"train.{name} must be positive, got {getattr(self, name)}")

@@ -8,7 +8,6 @@ and memory readings measure.py's.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import signal
@@ -32,7 +31,9 @@ from haares.checkpoint import (
 )
 from haares.config import RunConfig, TrainConfig
 from haares.errors import HaaresError
+from haares.fastpath import FastPath, apply_fast_path, autocast, matmul_precision, resolve_fast_path
 from haares.measure import TrainClock, code_version, device_name, peak_memory_bytes
+from haares.step import TrainStep
 
 # On CUDA a loss is read back (a device sync) only every this many steps, unless something else
 # needs it sooner (progress, evaluation, a stop request); on the CPU it is read every step.
@@ -74,6 +75,8 @@ class EvalPoint:
     """Bits per UTF-8 byte of the evaluated validation text."""
     train_loss: float
     """Mean training loss (nats) over the steps of the window."""
+    grad_norm: float
+    """Mean global gradient norm before clipping over the steps of the window."""
     steps_per_s: float
     tokens_per_s: float
     peak_mem_bytes: int
@@ -148,47 +151,21 @@ def param_groups(model: nn.Module, train_cfg: TrainConfig) -> list[dict[str, Any
     ]
 
 
-def make_optimizer(model: nn.Module, train_cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
-    """AdamW over `param_groups`, constant lr, fused on CUDA."""
+def make_optimizer(
+    model: nn.Module, train_cfg: TrainConfig, device: torch.device, *, capturable: bool = False
+) -> torch.optim.AdamW:
+    """AdamW over `param_groups`, constant lr, fused on CUDA; `capturable` for a CUDA-graph step."""
     return torch.optim.AdamW(
         param_groups(model, train_cfg),
         lr=train_cfg.lr,
         betas=(train_cfg.beta1, train_cfg.beta2),
         eps=train_cfg.adam_eps,
         fused=device.type == "cuda",
+        capturable=capturable,
     )
 
 
 # --- steps and evaluation -------------------------------------------------------------------------
-
-
-def precision_context(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast for "bf16"; nothing for "fp32" (TF32 is switched off by `train`)."""
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def train_step(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    inputs: torch.Tensor,
-    targets: torch.Tensor,
-    *,
-    grad_clip: float,
-    precision: str,
-) -> torch.Tensor:
-    """One AdamW step on one batch (inputs, targets: (B, T) long); returns the detached loss (nats).
-
-    The loss is left on the device: reading it is a sync, which the caller batches.
-    """
-    with precision_context(precision, inputs.device):
-        _, loss = model(inputs, targets)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    optimizer.step()
-    return loss.detach()
 
 
 @torch.no_grad()
@@ -201,7 +178,7 @@ def evaluate(
     total = None
     n_tokens = 0
     for inputs, targets in batches:
-        with precision_context(precision, inputs.device):
+        with autocast(precision, inputs.device):
             _, loss = model(inputs, targets)
         # Weight by tokens so a short last batch counts for what it holds; sum in fp64 on device.
         part = loss.double() * targets.numel()
@@ -264,6 +241,8 @@ class _Window:
     timed_steps: int = 0
     loss_sum: float = 0.0
     loss_count: int = 0
+    grad_norm_sum: float = 0.0
+    """Sum of pre-clip gradient norms over the loss_count steps (absent from older checkpoints: 0)."""
 
 
 @dataclass
@@ -280,27 +259,64 @@ class _State:
 
 
 class _LossLog:
-    """Training losses left on the device until read in one sync; raises NonFiniteLoss naming the step."""
+    """Training losses and gradient norms left on the device until read in one sync.
+
+    Raises NonFiniteLoss naming the step of the first non-finite loss.
+    """
 
     def __init__(self) -> None:
-        self.pending: list[tuple[int, torch.Tensor]] = []
+        self.pending: list[tuple[int, torch.Tensor, torch.Tensor]] = []
         self.last = math.nan
 
-    def add(self, step: int, loss: torch.Tensor) -> None:
-        self.pending.append((step, loss))
+    def add(self, step: int, loss: torch.Tensor, grad_norm: torch.Tensor) -> None:
+        self.pending.append((step, loss, grad_norm))
 
     def flush(self, window: _Window) -> None:
         if not self.pending:
             return
-        values = torch.stack([loss for _, loss in self.pending]).float().tolist()
-        steps = [step for step, _ in self.pending]
+        values = torch.stack([torch.stack((loss.float(), norm.float())) for _, loss, norm in self.pending]).tolist()
+        steps = [step for step, _, _ in self.pending]
         self.pending = []
-        for step, value in zip(steps, values, strict=True):
+        for step, (value, norm) in zip(steps, values, strict=True):
             if not math.isfinite(value):
                 raise NonFiniteLoss(step, value)
             window.loss_sum += value
+            window.grad_norm_sum += norm
             window.loss_count += 1
             self.last = value
+
+
+@dataclass
+class _Session:
+    """One train() call's objects, built by `_open_session` (data, model, optimizer, step, state)."""
+
+    cfg: RunConfig
+    device: torch.device
+    fast: FastPath
+    run_dir: Path
+    batches: Any
+    eval_batches: list[tuple[torch.Tensor, torch.Tensor]]
+    eval_bytes: int
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    step_fn: TrainStep
+    state: _State
+    identity: dict[str, str]
+    device_name: str
+    code: dict[str, Any]
+
+    def checkpoint(self, step: int, clock: TrainClock, callbacks: TrainCallbacks) -> None:
+        self.state.step = step
+        self.state.train_seconds = clock.total
+        snap = _snapshot(self.state, self.model, self.optimizer, self.device, self.cfg, self.identity)
+        path = save_checkpoint(self.run_dir / "checkpoints", step=step, state=snap)
+        self.write_summary(complete=False)
+        if callbacks.on_checkpoint:
+            callbacks.on_checkpoint(step, path)
+
+    def write_summary(self, *, complete: bool) -> Path:
+        return _write_summary(self.run_dir, self.cfg, self.state, self.identity, self.device_name,
+                              code=self.code, fast=self.fast, complete=complete)
 
 
 def train(
@@ -317,51 +333,49 @@ def train(
     Steps are numbered by optimizer updates completed; update k (0-based) uses TrainBatches.batch(k),
     so a resumed run sees exactly the batches of its uninterrupted twin. Evaluates and checkpoints every
     train.eval_every steps and at the last step. With `resume`, continues from the newest valid checkpoint
-    in run_dir/checkpoints; without, deletes earlier checkpoints and starts over.
+    in run_dir/checkpoints; without, deletes earlier checkpoints and starts over. The step runs on the
+    fast path that `cfg.train` resolves to on this device (haares/fastpath.py), recorded in summary.json.
 
     Raises Preempted(step) after checkpointing when `should_stop()` turns true (polled at every step
     boundary), NonFiniteLoss on a NaN/inf loss, HaaresError on a bad device or a run_dir of another run.
     """
-    callbacks = callbacks or TrainCallbacks()
     dev = _resolve_device(device)
-    if cfg.train.precision == "fp32":
-        # The paper trains in true fp32; TF32 matmuls would silently change the numerics.
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
-    run_dir = Path(run_dir)
-    ckpt_dir = run_dir / "checkpoints"
-    run_dir.mkdir(parents=True, exist_ok=True)
+    fast = resolve_fast_path(cfg.train, dev)  # config errors before minutes of data preparation
+    with matmul_precision(cfg.train.precision):
+        session = _open_session(cfg, dev, fast, Path(run_dir), resume=resume)
+        return _loop(session, callbacks or TrainCallbacks(), should_stop)
 
+
+def _open_session(cfg: RunConfig, dev: torch.device, fast: FastPath, run_dir: Path, *, resume: bool) -> _Session:
+    """Data, model, optimizer and state (restored from the newest checkpoint when `resume`)."""
     from haares.data import EvalSet, TrainBatches, prepare
     from haares.model import build_model
 
+    ckpt_dir = run_dir / "checkpoints"
+    run_dir.mkdir(parents=True, exist_ok=True)
     data = prepare(cfg.data, progress=False)
     if data.tokenizer.vocab_size > cfg.model.vocab_size:
         raise HaaresError(
             f"the {cfg.data.tokenizer} tokenizer has {data.tokenizer.vocab_size} ids but model.vocab_size is "
             f"{cfg.model.vocab_size}; set model.vocab_size={data.tokenizer.vocab_size}"
         )
-    B, T = cfg.train.batch_size, cfg.data.seq_len
-    batches = TrainBatches(data.train, seq_len=T, batch_size=B, data_seed=cfg.data.data_seed)
-    order_hash = batches.order_hash(cfg.train.steps)
+    T = cfg.data.seq_len
+    batches = TrainBatches(data.train, seq_len=T, batch_size=cfg.train.batch_size, data_seed=cfg.data.data_seed)
     eval_set = EvalSet(
         data.val, seq_len=T, batch_size=cfg.train.eval_batch_size,
         eval_tokens=cfg.data.eval_tokens, tokenizer=data.tokenizer,
     )
     # The validation set is fixed and small: keep it on the device for the whole run.
-    eval_batches = [_to_device(b, dev) for b in eval_set.batches()]
-
+    eval_batches = [_split(_to_device(b, dev)) for b in eval_set.batches()]
     if dev.type == "cuda":
         # Peak memory is reported per run, not per process (a process may train several runs).
         torch.cuda.reset_peak_memory_stats(dev)
     model = build_model(cfg.model, seed=cfg.seed).to(dev)
     model.train()
-    optimizer = make_optimizer(model, cfg.train, dev)
+    optimizer = make_optimizer(model, cfg.train, dev, capturable=fast.cuda_graph)
+    identity = {"run_key": cfg.run_key(), "data_fingerprint": str(data.fingerprint),
+                "batch_order_hash": batches.order_hash(cfg.train.steps)}
     state = _State()
-    name = device_name(dev)
-    code = code_version()
-    identity = {"run_key": cfg.run_key(), "data_fingerprint": str(data.fingerprint), "batch_order_hash": order_hash}
-
     if resume:
         loaded = load_latest_checkpoint(ckpt_dir)
         if loaded is not None:
@@ -371,52 +385,47 @@ def train(
             stale.unlink()
     # evals.jsonl holds exactly the evaluations up to the restored step (drops those a crash repeated).
     atomic_write_text(run_dir / "evals.jsonl", "".join(_jsonl(asdict(p)) for p in state.evals))
-    if cfg.train.compile:
-        # In place (nn.Module.compile), so state_dict keys and checkpoints are unchanged.
-        for sublayer in model.sublayers:
-            sublayer.compile()
+    # After the restore: a captured graph holds the very parameter and optimizer-state tensors.
+    apply_fast_path(model, fast)
+    step_fn = TrainStep(model, optimizer, grad_clip=cfg.train.grad_clip, precision=cfg.train.precision,
+                        cuda_graph=fast.cuda_graph, compiled=fast.compile)
+    return _Session(cfg=cfg, device=dev, fast=fast, run_dir=run_dir, batches=batches,
+                    eval_batches=eval_batches, eval_bytes=eval_set.n_bytes, model=model, optimizer=optimizer,
+                    step_fn=step_fn, state=state, identity=identity, device_name=device_name(dev),
+                    code=code_version())
 
+
+def _loop(run: _Session, callbacks: TrainCallbacks, should_stop: Callable[[], bool] | None) -> RunResult:
+    """Step until cfg.train.steps, evaluating and checkpointing every eval_every steps."""
+    cfg, state, dev = run.cfg, run.state, run.device
     clock = TrainClock(dev, total=state.train_seconds)
     losses = _LossLog()
     sync_every = 1 if dev.type != "cuda" else CUDA_LOSS_SYNC_EVERY
     last_ckpt_step = state.step if state.step > 0 else -1
     last_progress = -math.inf
-    warm_up = cfg.train.compile  # the first step of a session compiles: timed apart from training
-
-    def checkpoint(step: int) -> None:
-        state.step = step
-        state.train_seconds = clock.total
-        path = save_checkpoint(ckpt_dir, step=step, state=_snapshot(state, model, optimizer, dev, cfg, identity))
-        _write_summary(run_dir, cfg, state, identity, name, code=code, total_steps=cfg.train.steps,
-                       complete=False)
-        if callbacks.on_checkpoint:
-            callbacks.on_checkpoint(step, path)
-
+    tokens_per_step = cfg.train.batch_size * cfg.data.seq_len
     step = state.step
     while step < cfg.train.steps:
         if should_stop is not None and should_stop():
             clock.pause()
             losses.flush(state.window)
             if last_ckpt_step != step:
-                checkpoint(step)
+                run.checkpoint(step, clock, callbacks)
             raise Preempted(step)
 
-        inputs, targets = _to_device(batches.batch(step), dev)
-        if warm_up:
+        tokens = _to_device(run.batches.batch(step), dev)
+        if run.step_fn.warming_up:  # compiles or captures: timed apart from training
             clock.pause()
             warm_clock = TrainClock(dev)
             warm_clock.resume()
-            loss = train_step(model, optimizer, inputs, targets, grad_clip=cfg.train.grad_clip,
-                              precision=cfg.train.precision)
+            loss, grad_norm = run.step_fn(tokens)
             state.warmup_seconds += warm_clock.pause()
-            warm_up = False
         else:
             clock.resume()
-            loss = train_step(model, optimizer, inputs, targets, grad_clip=cfg.train.grad_clip,
-                              precision=cfg.train.precision)
+            loss, grad_norm = run.step_fn(tokens)
             state.window.timed_steps += 1
         step += 1
-        losses.add(step, loss)
+        losses.add(step, loss, grad_norm)
 
         is_eval = step % cfg.train.eval_every == 0 or step == cfg.train.steps
         now = time.monotonic()
@@ -428,37 +437,44 @@ def train(
         if wants_progress:
             clock.pause()
             last_progress = now
-            callbacks.on_progress(step, losses.last, _rate(state.window.timed_steps * B * T, clock.total - state.window.start_seconds))
+            window_seconds = clock.total - state.window.start_seconds
+            callbacks.on_progress(step, losses.last, _rate(state.window.timed_steps * tokens_per_step, window_seconds))
         if is_eval:
             clock.pause()
-            point = _evaluate_point(model, eval_batches, eval_set.n_bytes, cfg, state, clock.total, step, dev, name)
-            state.evals.append(point)
-            if point.val_loss < state.best_val_loss:
-                state.best_val_loss, state.best_step = point.val_loss, step
-            with open(run_dir / "evals.jsonl", "a", encoding="utf-8") as handle:
-                handle.write(_jsonl(asdict(point)))
-            # on_eval before the checkpoint: a crash in between repeats the eval (at least once),
-            # rather than losing it (at most once); consumers key evals by step.
-            if callbacks.on_eval:
-                callbacks.on_eval(point)
-            state.window = _Window(start_seconds=clock.total)
-            checkpoint(step)
+            _record_eval(run, step, clock.total, callbacks)
+            run.checkpoint(step, clock, callbacks)
             last_ckpt_step = step
 
     clock.pause()
     state.step = step
     state.train_seconds = clock.total
-    summary = _write_summary(run_dir, cfg, state, identity, name, code=code, total_steps=cfg.train.steps,
-                             complete=True)
+    summary = run.write_summary(complete=True)
     return RunResult(
         best_val_loss=state.best_val_loss,
         best_step=state.best_step,
         final_step=step,
         evals=list(state.evals),
-        batch_order_hash=order_hash,
-        device=name,
+        batch_order_hash=run.identity["batch_order_hash"],
+        device=run.device_name,
         summary=summary,
     )
+
+
+def _record_eval(run: _Session, step: int, train_seconds: float, callbacks: TrainCallbacks) -> None:
+    """Evaluate, append to evals.jsonl, call on_eval, and open a new window (clock already paused)."""
+    state = run.state
+    point = _evaluate_point(run.model, run.eval_batches, run.eval_bytes, run.cfg, state, train_seconds,
+                            step, run.device, run.device_name)
+    state.evals.append(point)
+    if point.val_loss < state.best_val_loss:
+        state.best_val_loss, state.best_step = point.val_loss, step
+    with open(run.run_dir / "evals.jsonl", "a", encoding="utf-8") as handle:
+        handle.write(_jsonl(asdict(point)))
+    # on_eval before the checkpoint: a crash in between repeats the eval (at least once),
+    # rather than losing it (at most once); consumers key evals by step.
+    if callbacks.on_eval:
+        callbacks.on_eval(point)
+    state.window = _Window(start_seconds=train_seconds)
 
 
 # --- helpers -----------------------------------------------------------------------------------
@@ -482,11 +498,16 @@ def _resolve_device(device: str) -> torch.device:
     return dev
 
 
-def _to_device(batch: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, T+1) token ids -> inputs (B, T) and next-token targets (B, T), int64 on `device`."""
+def _to_device(batch: np.ndarray, device: torch.device) -> torch.Tensor:
+    """(B, T+1) token ids -> an int64 tensor on `device` (copied asynchronously from pinned memory on CUDA)."""
     tokens = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.int64))
     if device.type == "cuda":
         tokens = tokens.pin_memory().to(device, non_blocking=True)
+    return tokens
+
+
+def _split(tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, T+1) -> inputs (B, T) and next-token targets (B, T)."""
     return tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous()
 
 
@@ -519,6 +540,7 @@ def _evaluate_point(
         val_ppl=ppl,
         val_bpb=bpb,
         train_loss=window.loss_sum / window.loss_count if window.loss_count else math.nan,
+        grad_norm=window.grad_norm_sum / window.loss_count if window.loss_count else math.nan,
         steps_per_s=_rate(window.timed_steps, seconds),
         tokens_per_s=_rate(window.timed_steps * tokens_per_step, seconds),
         peak_mem_bytes=peak_memory_bytes(device),
@@ -573,7 +595,7 @@ def _restore(
         step=int(snap["step"]),
         best_val_loss=float(snap["best_val_loss"]),
         best_step=int(snap["best_step"]),
-        evals=[EvalPoint(**p) for p in snap["evals"]],
+        evals=[EvalPoint(**{"grad_norm": math.nan, **p}) for p in snap["evals"]],  # older checkpoints lack it
         train_seconds=float(snap["train_seconds"]),
         warmup_seconds=float(snap["warmup_seconds"]),
         window=_Window(**snap["window"]),
@@ -588,7 +610,7 @@ def _write_summary(
     device: str,
     *,
     code: dict[str, Any],
-    total_steps: int,
+    fast: FastPath,
     complete: bool,
 ) -> Path:
     """run_dir/summary.json: config, provenance, pairing hash and the best result so far."""
@@ -602,7 +624,8 @@ def _write_summary(
         "best_val_loss": state.best_val_loss if state.evals else None,
         "best_step": state.best_step if state.evals else None,
         "final_step": state.step,
-        "total_steps": total_steps,
+        "total_steps": cfg.train.steps,
+        "fast_path": fast.to_dict(),
         "complete": complete,
         "train_seconds": state.train_seconds,
         "warmup_seconds": state.warmup_seconds,

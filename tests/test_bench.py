@@ -1,4 +1,8 @@
-"""`haares bench` runs end to end on the CPU (tiny model) and reports every scheme with its equivalence check."""
+"""`haares bench` times the trainer's own step and refuses to vouch for a path it did not check.
+
+Runs end to end on the CPU (tiny model); the verdict logic is tested on results built by hand, so a
+missing check or one over its bar is proven to fail.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,15 @@ import json
 import subprocess
 import sys
 
+import pytest
+import torch
 
-def test_bench_cli_tiny_cpu(tmp_path):
+from haares import bench
+from haares.config import ModelConfig
+from haares.fastpath import FastPath
+
+
+def test_bench_cli_tiny_cpu_checks_every_fast_path(tmp_path):
     out = tmp_path / "bench.json"
     proc = subprocess.run(
         [sys.executable, "-m", "haares.cli.app", "bench", "--family", "small", "--layers", "2", "--blocks", "2",
@@ -21,9 +32,66 @@ def test_bench_cli_tiny_cpu(tmp_path):
         ("standard", "reference"), ("block_attnres", "reference"), ("block_attnres", "fused"),
         ("haares", "reference"), ("haares", "fused"),
     }
-    assert all(r["steps_per_s"] > 0 for r in result["rows"])
-    assert all(c["grads_rel_err"] < 1e-5 for c in result["checks"])
-    assert "| haares | fp32 | fused |" in proc.stdout
+    assert all(r["steps_per_s"] > 0 and r["cuda_graph"] is False for r in result["rows"])
+    checked = {(c["scheme"], c["router"]) for c in result["checks"]}
+    assert checked == {("block_attnres", "fused"), ("haares", "fused")}
+    assert all(c["passed"] and c["grads_rel_err"] < 1e-5 for c in result["checks"])
+    assert bench.problems(result) == []
+    assert "| haares | fp32 | fused | no | no |" in proc.stdout
+
+
+def _row(scheme="haares", precision="fp32", router="fused", compiled=False):
+    return {"scheme": scheme, "precision": precision, "router": router, "compiled": compiled, "cuda_graph": False}
+
+
+def _check(err, **row):
+    return {**_row(**row), "logits_rel_err": err, "grads_rel_err": err}
+
+
+def test_a_fast_path_without_its_check_is_a_problem():
+    result = {"rows": [_row(), _row(router="reference")], "checks": []}
+    assert bench.problems(result) == ["no equivalence check for haares/fp32/fused/False/False"]
+    assert bench.problems({"rows": [], "checks": []}) == ["no configuration was measured"]
+
+
+def test_checks_over_their_bars_fail():
+    checks = bench.check_bars([
+        _check(2e-5),  # fp32 over 1e-5
+        _check(3e-7, scheme="block_attnres"),
+        _check(1e-2, scheme="standard", precision="bf16", router="reference"),
+        _check(1.4e-2, precision="bf16"),  # under 1.5 x 1e-2
+        _check(1.6e-2, scheme="block_attnres", precision="bf16"),  # over it
+        _check(float("nan"), scheme="block_attnres", router="reference", compiled=True),
+        _check(1e-3, precision="bf16", compiled=True),  # no Standard bf16 twin with compile: unknown bar
+    ])
+    assert [c["passed"] for c in checks] == [False, True, True, True, False, False, False]
+    assert len(bench.problems({"rows": [_row()], "checks": checks})) == 4
+
+
+def test_a_broken_fast_path_is_caught(monkeypatch):
+    cfg = ModelConfig(d_model=32, d_ff=64, n_layers=2, n_heads=2, blocks=2, vocab_size=64, residual="haares")
+    fast = FastPath(router="fused", compile=False, cuda_graph=False)
+    good = bench.equivalence(cfg, device=torch.device("cpu"), fast=fast, precision="fp32", seq_len=16)
+    assert good["logits_rel_err"] < 1e-5 and good["grads_rel_err"] < 1e-5
+    from haares.residual import fused_router
+
+    original = fused_router._forward
+
+    def off_by_a_bit(values, u, biases, eps):
+        h, a, r, s = original(values, u, biases, eps)
+        return h * (1 + 1e-4), a, r, s
+
+    monkeypatch.setattr(fused_router, "_forward", off_by_a_bit)
+    bad = bench.equivalence(cfg, device=torch.device("cpu"), fast=fast, precision="fp32", seq_len=16)
+    checks = bench.check_bars([{**_row(), **bad}])
+    assert not checks[0]["passed"]
+
+
+def test_cuda_graph_on_cpu_is_refused():
+    with pytest.raises(ValueError, match="CUDA graphs need a CUDA device"):
+        bench.run_bench(family_name="small", n_layers=2, schemes=["standard"], precisions=["fp32"],
+                        routers=["reference"], compile_options=[False], graph_options=[True], batch_size=2,
+                        seq_len=16, steps=1, warmup=0, device=torch.device("cpu"), blocks=2)
 
 
 def test_bench_rejects_unknown_family():

@@ -8,8 +8,9 @@ import torch
 
 from haares.bench import equivalence, randomize_routers
 from haares.config import ModelConfig
+from haares.fastpath import FastPath
 from haares.model import build_model
-from haares.residual.fused_router import route_fused
+from haares.residual.fused_router import FusedRoute, route_fused
 from haares.residual.router import Router, route, use_router
 
 
@@ -49,8 +50,8 @@ def test_fused_without_bias_and_stacked_input():
 @pytest.mark.parametrize("residual", ["block_attnres", "haares"])
 def test_swapping_the_router_keeps_the_model_function(residual):
     cfg = ModelConfig(d_model=32, d_ff=64, n_layers=2, n_heads=2, blocks=2, vocab_size=64, residual=residual)
-    check = equivalence(cfg, device=torch.device("cpu"), router="fused", precision="fp32", compiled=False,
-                        batch_size=2, seq_len=16)
+    check = equivalence(cfg, device=torch.device("cpu"), fast=FastPath(router="fused", compile=False, cuda_graph=False),
+                        precision="fp32", batch_size=2, seq_len=16)
     assert check["logits_rel_err"] < 1e-5 and check["grads_rel_err"] < 1e-5
 
 
@@ -60,6 +61,8 @@ def test_randomized_routers_are_not_uniform_and_unknown_impl_is_rejected():
     randomize_routers(model, seed=2)
     assert any(m.w.abs().sum() > 0 for m in model.modules() if isinstance(m, Router))
     use_router(model, "fused")
-    assert all(m.route_fn is route_fused for m in model.modules() if isinstance(m, Router))
+    impls = {id(m.route_fn) for m in model.modules() if isinstance(m, Router)}
+    assert len(impls) == 1, "one FusedRoute shared by every router of a model"
+    assert all(isinstance(m.route_fn, FusedRoute) for m in model.modules() if isinstance(m, Router))
     with pytest.raises(ValueError, match="unknown router"):
         use_router(model, "triton-someday")

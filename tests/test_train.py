@@ -16,26 +16,18 @@ from pathlib import Path
 
 import pytest
 import torch
+from fixtures.tiny import tiny_config
 from torch import nn
 
-from haares.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from haares.config import RunConfig, TrainConfig
 from haares.errors import HaaresError
 from haares.model import GPT, build_model
 from haares.residual import RESIDUALS
-from haares.train import NonFiniteLoss, TrainCallbacks, make_optimizer, param_groups, train, train_step
+from haares.step import TrainStep
+from haares.train import NonFiniteLoss, TrainCallbacks, make_optimizer, param_groups, train
 
 GOLDEN_DIR = Path(__file__).parent / "assets" / "losses"
 WRITE_GOLDEN = os.environ.get("HAARES_WRITE_GOLDEN") == "1"
-
-
-def tiny_config(residual: str = "haares", *, steps: int = 12, eval_every: int = 4, **model: object) -> RunConfig:
-    """d=32, 2 layers, N=2 blocks, T=16, batch 4 on the offline English corpus, 64 eval tokens."""
-    return RunConfig(
-        model=ModelConfig(d_model=32, d_ff=64, n_layers=2, n_heads=2, blocks=2, residual=residual, **model),
-        data=DataConfig(dataset="offline_english", tokenizer="char", seq_len=16, eval_tokens=64),
-        train=TrainConfig(steps=steps, batch_size=4, eval_every=eval_every, eval_batch_size=4, lr=3e-3),
-        seed=42,
-    )
 
 
 SCHEME_VARIANTS = {name: {} for name in RESIDUALS} | {
@@ -69,12 +61,10 @@ def test_tiny_model_overfits_one_batch():
     cfg = tiny_config("haares")
     data = prepare(cfg.data, progress=False)
     batch = torch.from_numpy(TrainBatches(data.train, seq_len=32, batch_size=4, data_seed=0).batch(0))
-    inputs, targets = batch[:, :-1].contiguous(), batch[:, 1:].contiguous()
     model = build_model(cfg.model, seed=0)
     optimizer = make_optimizer(model, TrainConfig(lr=1e-2), torch.device("cpu"))
-    losses = [
-        train_step(model, optimizer, inputs, targets, grad_clip=1.0, precision="fp32").item() for _ in range(40)
-    ]
+    step = TrainStep(model, optimizer, grad_clip=1.0, precision="fp32")
+    losses = [step(batch)[0].item() for _ in range(40)]
     assert losses[0] > 4.0
     assert losses[-1] < 0.1 * losses[0], losses[::5]
 
@@ -185,7 +175,7 @@ def test_finished_run_is_not_trained_again(tmp_path, monkeypatch):
     def no_training(*args, **kwargs):
         raise AssertionError("a finished run trained again")
 
-    monkeypatch.setattr("haares.train.train_step", no_training)
+    monkeypatch.setattr("haares.step.TrainStep.__call__", no_training)
     again = train(cfg, device="cpu", run_dir=tmp_path / "run")
     assert again.evals == first.evals and again.best_val_loss == first.best_val_loss
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_train import tiny_config as shared_tiny_config
+from fixtures.tiny import tiny_config as shared_tiny_config
 
 from haares.checkpoint import checkpoint_path, list_checkpoints, read_checkpoint
 from haares.config import RunConfig

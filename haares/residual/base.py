@@ -30,3 +30,9 @@ class Residual(nn.Module):
 
     def reset_parameters(self, generator: torch.Generator) -> None:
         """Initialise the scheme's parameters and buffers; the default scheme has none."""
+
+    def compile_glue(self) -> None:
+        """Fast path: torch.compile the scheme's own elementwise work between sublayers, if any.
+
+        Same function, fewer kernels; the default scheme has no glue worth compiling.
+        """

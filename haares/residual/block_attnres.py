@@ -46,7 +46,9 @@ class BlockAttnRes(Residual):
             for _i in range(self.block_size):
                 h = self.routers[k](done if b is None else [*done, b])
                 y = sublayers[k](h, rope)
-                b = y if b is None else b + y  # Eq. 2, online
+                # Eq. 2, online; block sums accumulate in fp32 at least (bf16 sublayer outputs under
+                # autocast would otherwise be summed in bf16, unlike Standard's fp32 residual stream).
+                b = y.to(torch.promote_types(y.dtype, torch.float32)) if b is None else b + y
                 k += 1
             done.append(b)
         return self.readout(done)  # Eq. 11 over {e, b_1..b_N}

@@ -11,8 +11,9 @@ Algebra (per token; u = w * rho, r_m = rsqrt(mean_d v_m^2 + eps), s_m = u . v_m)
     logit_m = r_m s_m + beta_m,   a = softmax_m(logit),   h = sum_m a_m v_m
     backward, with G = dL/dh:  da_m = G . v_m,  dl_m = a_m (da_m - sum_k a_k da_k)
     dv_m = a_m G + dl_m (r_m u - s_m r_m^3 v_m / D),  du = sum_{m,b,t} dl_m r_m v_m,  dbeta_m = sum_{b,t} dl_m
-On CUDA the two bodies are compiled with torch.compile (one graph per source count, small and
-quick to build); on the CPU they run eagerly, which the tests exercise.
+`FusedRoute(compiled=True)` compiles the two bodies with torch.compile (one graph per source count,
+small and quick to build): the CUDA fast path's choice. `route_fused` runs them eagerly, which is
+what the CPU tests exercise.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import functools
 from collections.abc import Sequence
 
 import torch
+
+from haares.residual.compiled import CompiledFn
 
 
 def _forward(values: list[torch.Tensor], u: torch.Tensor, biases: torch.Tensor, eps: float):
@@ -58,30 +61,15 @@ def _backward(values: list[torch.Tensor], u: torch.Tensor, G: torch.Tensor, a, r
     return dV, du, dbias
 
 
-_compiled: dict[object, object] = {}
-
-
-def on_device(fn, device: torch.device):
-    """`fn` itself on the CPU; on CUDA a torch.compile'd copy, built once per process.
-
-    Graphs are specialised per input shape and per source count M (1 to 2N+1, up to 17 at N = 8),
-    so dynamo's default limit of 8 recompilations is lifted.
-    """
-    if device.type != "cuda":
-        return fn
-    if fn not in _compiled:
-        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
-        _compiled[fn] = torch.compile(fn, dynamic=False)
-    return _compiled[fn]
-
-
 class _FusedRoute(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, query, gain, biases, eps, *values):
+    def forward(ctx, bodies, query, gain, biases, eps, *values):
+        forward_body, backward_body = bodies
         # Accumulate in fp32 at least (fp64 stays fp64, for gradcheck).
         acc = functools.reduce(torch.promote_types, (v.dtype for v in values), torch.float32)
         u = (query * gain).to(acc)
-        h, a, r, s = on_device(_forward, values[0].device)(list(values), u, biases.to(acc), eps)
+        h, a, r, s = forward_body(list(values), u, biases.to(acc), eps)
+        ctx.backward_body = backward_body
         ctx.save_for_backward(query, gain, a, r, s, *values)
         # Same dtype as the reference: the promotion of the sources (fp32 once the embedding is one).
         return h.to(functools.reduce(torch.promote_types, (v.dtype for v in values)))
@@ -90,10 +78,37 @@ class _FusedRoute(torch.autograd.Function):
     def backward(ctx, G):
         query, gain, a, r, s, *values = ctx.saved_tensors
         u = (query * gain).to(a.dtype)
-        dV, du, dbias = on_device(_backward, G.device)(list(values), u, G, a, r, s)
+        dV, du, dbias = ctx.backward_body(list(values), u, G, a, r, s)
         dq = (du * gain.to(du.dtype)).to(query.dtype)
         dg = (du * query.to(du.dtype)).to(gain.dtype)
-        return (dq, dg, dbias, None, *dV)
+        return (None, dq, dg, dbias, None, *dV)
+
+
+class FusedRoute:
+    """`route_fused` with its two bodies eager (`compiled=False`) or torch.compile'd (CUDA fast path).
+
+    Each instance owns its compiled bodies, so nothing is cached at module level.
+    """
+
+    def __init__(self, *, compiled: bool = False) -> None:
+        self.compiled = compiled
+        self.bodies = (CompiledFn(_forward), CompiledFn(_backward)) if compiled else (_forward, _backward)
+
+    def __call__(
+        self,
+        values: torch.Tensor | Sequence[torch.Tensor],
+        query: torch.Tensor,
+        key_gain: torch.Tensor,
+        biases: torch.Tensor | None,
+        eps: float,
+    ) -> torch.Tensor:
+        vals = list(values.unbind(0)) if isinstance(values, torch.Tensor) else list(values)
+        if biases is None:
+            biases = torch.zeros(len(vals), device=vals[0].device, dtype=torch.float32)
+        return _FusedRoute.apply(self.bodies, query, key_gain, biases, eps, *vals)
+
+
+_EAGER = FusedRoute(compiled=False)
 
 
 def route_fused(
@@ -108,7 +123,4 @@ def route_fused(
     values: (M, B, T, D) or a list of M (B, T, D) tensors; query, key_gain: (D,); biases: (M,) or None.
     returns (B, T, D).
     """
-    vals = list(values.unbind(0)) if isinstance(values, torch.Tensor) else list(values)
-    if biases is None:
-        biases = torch.zeros(len(vals), device=vals[0].device, dtype=torch.float32)
-    return _FusedRoute.apply(query, key_gain, biases, eps, *vals)
+    return _EAGER(values, query, key_gain, biases, eps)

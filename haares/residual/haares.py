@@ -41,6 +41,35 @@ def random_signs(blocks: int, block_size: int, *, seed: int) -> torch.Tensor:
     return torch.randint(0, 2, (blocks, block_size), generator=gen).float() * 2.0 - 1.0
 
 
+def next_sources(
+    b: torch.Tensor | None,
+    d: torch.Tensor | None,
+    y: torch.Tensor,
+    sign: torch.Tensor,
+    *,
+    detail: str,
+    rms_on: bool,
+    eps: float,
+    max_scale: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """After sublayer output y (B, T, D): Eq. 6, then the detail slot's source. Returns (b, d, d_hat).
+
+    b, d: partials b_n^(i), d_n^(i) before y, or None at the block's first position; sign: () tensor.
+    The partials accumulate in fp32 at least: under bf16 autocast y is bf16, and summing 2L/N of
+    them in bf16 would lose what Standard's fp32 residual stream keeps. d_hat is the source in the
+    detail slot: RMS-matched d (Eq. 7), raw d (w/o RMS matching) or a copy of b (Dup. b).
+    One pure function so the fast path can compile it into one kernel forward and one backward.
+    """
+    y = y.to(torch.promote_types(y.dtype, torch.float32))
+    b = y if b is None else b + y
+    d = sign * y if d is None else d + sign * y
+    if detail == "dup_cumulative":
+        return b, d, b  # "Dup. b": a second copy of the cumulative source
+    if not rms_on:
+        return b, d, d  # "w/o RMS matching"
+    return b, d, rms_match(d, b, eps=eps, max_scale=max_scale)
+
+
 class Haares(Residual):
     """HAARES: route over the embedding, block sums b and RMS-matched half-split details d_hat.
 
@@ -80,6 +109,7 @@ class Haares(Residual):
         else:
             self.register_buffer("beta", torch.empty(self.blocks))  # fixed-bias ablation, not learned
         self.register_buffer("signs", torch.empty(self.blocks, self.block_size))  # (N, S)
+        self.next_sources = next_sources  # compile_glue() swaps in a compiled copy (same function)
 
     @torch.no_grad()
     def reset_parameters(self, generator: torch.Generator) -> None:
@@ -91,13 +121,11 @@ class Haares(Residual):
         else:
             self.signs.copy_(half_split_signs(self.blocks, self.block_size))
 
-    def detail_source(self, b: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
-        """The source in the detail slot for cumulative b and signed sum d, both (B, T, D)."""
-        if self.detail == "dup_cumulative":
-            return b  # "Dup. b": a second copy of the cumulative source
-        if not self.rms_on:
-            return d  # "w/o RMS matching"
-        return rms_match(d, b, eps=self.rms_eps, max_scale=self.rms_max_scale)
+    def compile_glue(self) -> None:
+        """Fast path: the partial updates and RMS matching of each sublayer as one compiled function."""
+        from haares.residual.compiled import CompiledFn
+
+        self.next_sources = CompiledFn(next_sources)
 
     def forward(self, x0: torch.Tensor, sublayers: nn.ModuleList, rope: nn.Module) -> torch.Tensor:
         zero = x0.new_zeros(())
@@ -106,20 +134,21 @@ class Haares(Residual):
         cum = [x0]  # readout sources: e, b_1..b_N
         k = 0
         for n in range(self.blocks):
-            b = d = None  # partial b_n^(i), d_n^(i); None at i = 1 (not sources yet)
+            b = d = d_hat = None  # partial b_n^(i), d_n^(i) and the detail slot's source; None at i = 1
             for i in range(self.block_size):
                 if b is None:
                     h = self.routers[k](vals, torch.stack(bias))
                 else:
-                    # The partial detail is recomputed here: it depends on the current prefix.
-                    h = self.routers[k]([*vals, b, self.detail_source(b, d)], torch.stack([*bias, zero, beta[n]]))
+                    h = self.routers[k]([*vals, b, d_hat], torch.stack([*bias, zero, beta[n]]))
                 y = sublayers[k](h, rope)
-                s = self.signs[n, i]
-                b = y if b is None else b + y  # Eq. 6
-                d = s * y if d is None else d + s * y
+                # The partial detail depends on the current prefix, so it is rebuilt after every sublayer;
+                # after the last one it is the completed d_hat_n, computed once and reused below.
+                b, d, d_hat = self.next_sources(
+                    b, d, y, self.signs[n, i],
+                    detail=self.detail, rms_on=self.rms_on, eps=self.rms_eps, max_scale=self.rms_max_scale,
+                )
                 k += 1
-            # A completed d_hat_n is computed once and reused by every later router.
-            vals += [b, self.detail_source(b, d)]
+            vals += [b, d_hat]
             bias += [zero, beta[n]]
             cum.append(b)
         return self.readout(cum)  # Eq. 11: cumulative sources only

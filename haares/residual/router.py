@@ -76,21 +76,26 @@ class Router(nn.Module):
         return self.route_fn(values, self.w, self.gain, biases, self.eps)
 
 
-def route_impls() -> dict[str, object]:
-    """Implementations of `route`, by name: the reference here, the fused one in fused_router."""
-    from haares.residual.fused_router import route_fused
-
-    return {"reference": route, "fused": route_fused}
+ROUTER_IMPLS = ("reference", "fused")
 
 
-def use_router(model: nn.Module, name: str) -> None:
-    """Make every Router in `model` route with implementation `name` ('reference' or 'fused')."""
-    impls = route_impls()
-    if name not in impls:
-        raise ValueError(f"unknown router implementation {name!r}; known: {sorted(impls)}")
+def use_router(model: nn.Module, name: str, *, compiled: bool = False) -> None:
+    """Make every Router in `model` route with implementation `name` ('reference' or 'fused').
+
+    `compiled` (fused only) gives the model one FusedRoute with torch.compile'd bodies, shared by
+    its routers: the CUDA fast path.
+    """
+    if name not in ROUTER_IMPLS:
+        raise ValueError(f"unknown router implementation {name!r}; known: {sorted(ROUTER_IMPLS)}")
+    if name == "fused":
+        from haares.residual.fused_router import FusedRoute
+
+        impl = FusedRoute(compiled=compiled)
+    else:
+        impl = route
     for module in model.modules():
         if isinstance(module, Router):
-            module.route_fn = impls[name]
+            module.route_fn = impl
 
 
 @contextmanager

@@ -1,0 +1,89 @@
+"""The fast path: which implementation trains a run (router, compilation, CUDA graph), decided once.
+
+Same function, other implementation. `TrainConfig` holds the user's (or grid's) choice, "auto" by
+default; `resolve_fast_path` turns it into what runs on a device (on CUDA: fused router, compiled
+sublayers and glue, the whole step in one CUDA graph; on the CPU: the plain reference code, which
+the golden traces pin); `apply_fast_path` sets a model up. The trainer and `haares bench` both go
+through here, and each run's summary records the resolved choice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from haares.config import TrainConfig
+from haares.errors import HaaresError
+from haares.residual.router import use_router
+
+
+@dataclass(frozen=True)
+class FastPath:
+    """What trains a run on its device."""
+
+    router: str
+    """reference or fused."""
+    compile: bool
+    """Sublayers, fused-router bodies and routing glue torch.compile'd."""
+    cuda_graph: bool
+    """The whole training step replayed from one CUDA graph."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def resolve_fast_path(train: TrainConfig, device: torch.device) -> FastPath:
+    """Resolve "auto" (router) and None (compile, cuda_graph) for `device`; explicit values win."""
+    on_cuda = device.type == "cuda"
+    router = train.router if train.router != "auto" else ("fused" if on_cuda else "reference")
+    compiled = train.compile if train.compile is not None else on_cuda
+    graph = train.cuda_graph if train.cuda_graph is not None else on_cuda
+    if graph and not on_cuda:
+        raise HaaresError(
+            f"train.cuda_graph=true needs a CUDA device, not {device.type}; "
+            "leave it unset (auto) or set train.cuda_graph=false"
+        )
+    return FastPath(router=router, compile=compiled, cuda_graph=graph)
+
+
+def apply_fast_path(model: nn.Module, fast: FastPath) -> None:
+    """Route with `fast.router`; with `fast.compile`, compile each sublayer and the scheme's glue.
+
+    Sublayers are compiled one by one (in place, so state_dict keys and checkpoints are unchanged):
+    all attention sublayers share one graph and all MLP sublayers another, so compile time stays
+    flat in depth, where compiling the unrolled model grows with it.
+    """
+    use_router(model, fast.router, compiled=fast.compile and fast.router == "fused")
+    if fast.compile:
+        for sublayer in model.sublayers:
+            sublayer.compile(dynamic=False)
+        model.residual.compile_glue()
+
+
+@contextlib.contextmanager
+def matmul_precision(precision: str) -> Iterator[None]:
+    """TF32 off for "fp32" (the paper's true fp32), on for "bf16"; the previous flags restored after."""
+    previous = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    allow = precision != "fp32"
+    torch.backends.cuda.matmul.allow_tf32 = allow
+    torch.backends.cudnn.allow_tf32 = allow
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = previous
+
+
+def autocast(precision: str, device: torch.device, *, cuda_graph: bool = False) -> contextlib.AbstractContextManager:
+    """bf16 autocast for "bf16", nothing for "fp32".
+
+    Inside a CUDA graph the autocast weight cache must be off (PyTorch's CUDA-graph rules): a cached
+    cast made during capture would be freed memory at replay.
+    """
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16, cache_enabled=not cuda_graph)
+    return contextlib.nullcontext()

@@ -1,0 +1,84 @@
+"""The fast path is a config choice the trainer honours and records: resolution per device, process-wide
+switches restored, the glue function's precision, and a CPU run on the fused router that matches the
+reference run. (The CUDA graph and compilation need a GPU; their equivalence is `haares bench`'s.)"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from fixtures.tiny import tiny_config
+
+from haares.config import ConfigError, RunConfig, TrainConfig
+from haares.errors import HaaresError
+from haares.fastpath import FastPath, matmul_precision, resolve_fast_path
+from haares.residual.compiled import CompiledFn
+from haares.residual.haares import next_sources
+from haares.train import train
+
+CPU, CUDA = torch.device("cpu"), torch.device("cuda", 0)
+
+
+def test_auto_is_the_fast_path_on_cuda_and_the_reference_on_the_cpu():
+    assert resolve_fast_path(TrainConfig(), CUDA) == FastPath(router="fused", compile=True, cuda_graph=True)
+    assert resolve_fast_path(TrainConfig(), CPU) == FastPath(router="reference", compile=False, cuda_graph=False)
+    explicit = TrainConfig(router="fused", compile=False, cuda_graph=False)
+    assert resolve_fast_path(explicit, CUDA) == FastPath(router="fused", compile=False, cuda_graph=False)
+    assert resolve_fast_path(explicit, CPU) == FastPath(router="fused", compile=False, cuda_graph=False)
+
+
+def test_a_cuda_graph_on_the_cpu_and_an_unknown_router_are_config_errors():
+    with pytest.raises(HaaresError, match="cuda_graph=true needs a CUDA device"):
+        resolve_fast_path(TrainConfig(cuda_graph=True), CPU)
+    with pytest.raises(ConfigError, match="train.router"):
+        TrainConfig(router="triton")
+
+
+def test_fp32_scope_turns_tf32_off_and_restores_it():
+    before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    try:
+        with matmul_precision("fp32"):
+            assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+
+
+def test_block_sums_accumulate_in_fp32_under_bf16():
+    y = torch.randn(2, 3, 8, dtype=torch.bfloat16)
+    sign = torch.tensor(-1.0)
+    b, d, d_hat = next_sources(None, None, y, sign, detail="half_split", rms_on=True, eps=1e-6, max_scale=10.0)
+    assert b.dtype == d.dtype == d_hat.dtype == torch.float32
+    b2, d2, _ = next_sources(b, d, y, sign, detail="half_split", rms_on=True, eps=1e-6, max_scale=10.0)
+    assert b2.dtype == torch.float32 and torch.equal(b2, 2 * y.float()) and torch.equal(d2, -2 * y.float())
+    # The ablations' detail slot: a copy of b, or raw d.
+    assert next_sources(b, d, y, sign, detail="dup_cumulative", rms_on=True, eps=1e-6, max_scale=10.0)[2] is not None
+    _, d3, raw = next_sources(b, d, y, sign, detail="half_split", rms_on=False, eps=1e-6, max_scale=10.0)
+    assert raw is d3
+
+
+def test_compile_glue_swaps_in_a_compiled_copy_of_the_same_function():
+    from haares.model import build_model
+
+    model = build_model(tiny_config("haares").model, seed=0)
+    assert model.residual.next_sources is next_sources
+    model.residual.compile_glue()
+    assert isinstance(model.residual.next_sources, CompiledFn) and model.residual.next_sources.fn is next_sources
+
+
+@pytest.mark.parametrize("scheme", ["block_attnres", "haares"])
+def test_training_on_the_fused_router_matches_the_reference_and_is_recorded(scheme, tmp_path):
+    reference = train(tiny_config(scheme, steps=8, eval_every=4), device="cpu", run_dir=tmp_path / "ref")
+    cfg = tiny_config(scheme, steps=8, eval_every=4)
+    fused_cfg = RunConfig.from_dict({**cfg.to_dict(), "train": {**cfg.to_dict()["train"], "router": "fused"}})
+    fused = train(fused_cfg, device="cpu", run_dir=tmp_path / "fused")
+    assert [p.step for p in fused.evals] == [4, 8]
+    for a, b in zip(reference.evals, fused.evals, strict=True):
+        assert a.val_loss == pytest.approx(b.val_loss, abs=1e-5)
+        assert a.train_loss == pytest.approx(b.train_loss, abs=1e-5)
+        assert a.grad_norm == pytest.approx(b.grad_norm, rel=1e-4)
+    summary = json.loads(fused.summary.read_text())
+    assert summary["fast_path"] == {"router": "fused", "compile": False, "cuda_graph": False}
+    assert json.loads(reference.summary.read_text())["fast_path"]["router"] == "reference"
