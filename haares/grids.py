@@ -51,6 +51,16 @@ ABLATIONS = {
     "haares": {"model.residual": "haares"},
 }
 
+# The paper's question at a size one GPU answers in minutes (issue 13): small family, offline English
+# corpus, char tokenizer, batch 16 x 512, 2,000 steps. Learning rate from the `shakespeare_lr` sweep
+# (docs/results/shakespeare/README.md says how it was chosen).
+SHAKESPEARE_LR = 1e-3
+SHAKESPEARE = RunConfig(
+    model=family("small", 48),
+    data=DataConfig(dataset="offline_english", tokenizer="char", eval_tokens=32 * 16 * 512),
+    train=TrainConfig(steps=2_000, eval_every=250, lr=SHAKESPEARE_LR),
+)
+
 DOMAIN_DATASETS = ("tinystories", "wikitext103", "yelp", "codesearchnet_python")
 DOMAIN_STEPS = {12: 50_000, 24: 50_000, 48: 30_000}
 
@@ -137,6 +147,31 @@ def _grid_list() -> list[Grid]:
             cells={
                 name: {"model.d_model": d, "model.d_ff": ff}
                 for name, (d, ff) in {"small": (128, 1024), "medium": (512, 2048), "large": (768, 3072)}.items()
+            },
+        ),
+        Grid(
+            "shakespeare", SHAKESPEARE, THREE_METHODS, PAPER_SEEDS, "block_attnres", "Tables 3, 4 in miniature",
+            "small family (d=128) at 12/24/48 layers, offline English char, 2,000 steps, eval every 250",
+            cells={f"{n}L": {"model.n_layers": n} for n in (12, 24, 48)},
+        ),
+        Grid(
+            "shakespeare_ablations", SHAKESPEARE, ABLATIONS, PAPER_SEEDS, "haares", "Table 8 in miniature",
+            "the eight ablation methods at small 48L on the shakespeare budget (shares runs with shakespeare)",
+        ),
+        Grid(
+            "shakespeare_lr", SHAKESPEARE.override({"train.steps": 500, "train.eval_every": 250}),
+            {"standard": THREE_METHODS["standard"], "haares": THREE_METHODS["haares"]}, (42,), "standard", "",
+            "learning-rate sweep for the shakespeare grids: small 48L, Standard and HAARES, one seed, 500 steps",
+            cells={f"lr{lr:g}": {"train.lr": lr} for lr in (3e-4, 1e-3, 3e-3)},
+        ),
+        Grid(
+            "fastpath_check", SHAKESPEARE.override({"train.steps": 500, "train.eval_every": 250}), THREE_METHODS,
+            (42,), "standard", "",
+            "issue 11: the fast path against the reference router, uncompiled, in training (small 48L, 500 steps)",
+            cells={
+                "reference_fp32": {"train.router": "reference", "train.compile": False},
+                "fast_fp32": {},
+                "fast_bf16": {"train.precision": "bf16"},
             },
         ),
         Grid(
