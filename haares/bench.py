@@ -98,7 +98,7 @@ def bench_one(
 ) -> BenchRow:
     """Time `steps` training steps of the trainer's own TrainStep (AdamW groups, clipping, precision).
 
-    Untimed first: the steps that compile or capture, then `warmup` more. Memory peak over the timed steps.
+    Untimed first: the steps that compile or capture, then `warmup` more. Memory peak over all of them.
     """
     with matmul_precision(precision):
         model = build_model(cfg, seed=0).to(device)
@@ -109,6 +109,11 @@ def bench_one(
         gen = torch.Generator(device="cpu").manual_seed(0)
         tokens = torch.randint(0, cfg.vocab_size, (batch_size, seq_len + 1), generator=gen).to(device)
 
+        # Peak memory over warm-up and timed steps alike: a captured graph's activations live in its
+        # private pool, allocated during capture, so a peak taken over replays alone would miss them.
+        _sync(device)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
         t0 = time.perf_counter()
         while step.warming_up:
             step(tokens)
@@ -116,8 +121,6 @@ def bench_one(
             step(tokens)
         _sync(device)
         warmup_s = time.perf_counter() - t0
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
         t0 = time.perf_counter()
         for _ in range(steps):
             step(tokens)

@@ -175,6 +175,12 @@ def _grid_list() -> list[Grid]:
             },
         ),
         Grid(
+            "slots_check", SHAKESPEARE.override({"model.residual": "haares", "train.steps": 300,
+                                                 "train.eval_every": 300, "train.precision": "bf16"}),
+            {"haares": {}}, (42, 123, 2026, 7, 8), "haares", "",
+            "issue 11: one small-48L HAARES run alone, then four at once on one GPU (worker --slots 4)",
+        ),
+        Grid(
             "smoke", smoke_base, THREE_METHODS, (42, 123), "block_attnres", "",
             "tiny CPU demo on the offline English corpus: d=64, 4 layers, 200 steps",
         ),
