@@ -18,7 +18,7 @@ $H worker --gpu 0 --slots 1 --max-jobs 1 > /tmp/logs/worker-slots1.log 2>&1; ech
 $H worker --gpu 0 --slots 4 --max-jobs 4 > /tmp/logs/worker-slots4.log 2>&1; echo "four slots done after ${SECONDS}s"
 $H enqueue --grid fastpath_check --priority 5
 $H enqueue --grid shakespeare_lr --precision bf16 --priority 4
-timeout -s TERM 420 $H worker --gpu 0 --slots 6 > /tmp/logs/worker-checks.log 2>&1; echo "checks done after ${SECONDS}s"
+timeout -s TERM 370 $H worker --gpu 0 --slots 6 > /tmp/logs/worker-checks.log 2>&1; echo "checks done after ${SECONDS}s"
 $H status > /tmp/logs/status.txt 2>&1
 cp /tmp/hh/queue.db /tmp/logs/queue.db
 tar czf "$OUT/worker-checks.tgz" --exclude='*.ckpt' -C /tmp logs hh/runs
