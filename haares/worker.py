@@ -446,7 +446,7 @@ class Worker:
             self._stops_announced = self.stop_requests
             if self.stop_requests == 1:
                 self.reporter.message(f"{self.stop_signal}: no new jobs; {len(children)} child(ren) checkpoint and "
-                                      f"hand their jobs back (up to {self.opt.grace_s:g} s); Ctrl-C again to kill them")
+                                      f"hand their jobs back (up to {self._preempt_grace(now):.0f} s); Ctrl-C again to kill them")
             else:
                 self.reporter.message("killing the children now; their jobs go back to the queue")
         for r in children:
