@@ -154,6 +154,7 @@ def _last_line(exc: BaseException) -> str:
 
 def run_train(config: dict, events: EventPipe) -> int:
     """Kind "train": RunConfig -> haares.train.train with callbacks that report over the pipe."""
+    import signal
     import traceback
     from dataclasses import asdict, is_dataclass
     from pathlib import Path
@@ -162,6 +163,10 @@ def run_train(config: dict, events: EventPipe) -> int:
     from haares.errors import HaaresError
 
     terminal: tuple[type[BaseException], ...] = (ConfigError, HaaresError)
+    # Under srun, slurmstepd sends Slurm's USR1 warning to every process of the step, this one too:
+    # the worker decides (it sends SIGTERM, on which train() checkpoints), so the default action
+    # (terminate, which would count as a failure) must not apply.
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     try:
         import torch
 

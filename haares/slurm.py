@@ -73,12 +73,12 @@ class SlurmJob:
         return ["--slots", str(self.slots), "--time-limit", f"{limit}s", "--grace", str(grace)]
 
 
-# The node task (srun runs one per node): one worker per device, USR1/TERM forwarded to all of them,
-# exit status the first non-zero one. `wait` returns early (status > 128) when a trapped signal arrives.
+# The node task (srun runs one per node): one worker per device, USR1 or TERM passed on to all of them as
+# USR1 (slurmstepd usually signals them itself too; a repeated USR1 never escalates in the worker).
+# Exit status: the first non-zero one. `wait` returns early (status > 128) when a trapped signal arrives.
 _NODE = r"""pids=()
 for dev in $HAARES_DEVICES; do "$@" --gpu "$dev" & pids+=($!); done
-trap 'kill -s USR1 "${pids[@]}" 2>/dev/null' USR1
-trap 'kill -s TERM "${pids[@]}" 2>/dev/null' TERM
+trap 'kill -s USR1 "${pids[@]}" 2>/dev/null' USR1 TERM
 rc=0
 for pid in "${pids[@]}"; do
     while :; do wait "$pid"; s=$?; if [ "$s" -gt 128 ] && kill -0 "$pid" 2>/dev/null; then continue; fi; break; done

@@ -236,7 +236,13 @@ class Worker:
     # --- signals ---------------------------------------------------------------------------
 
     def request_stop(self, signame: str) -> None:
-        """First call: preempt (SIGTERM children, hand jobs back). Second: kill children now."""
+        """First call: preempt (SIGTERM children, hand jobs back). Second: kill children now.
+
+        SIGUSR1 (Slurm's warning) never escalates: under srun it arrives twice, from the script's
+        trap and from slurmstepd signalling every process of the step.
+        """
+        if signame == "SIGUSR1" and self.stop_requests:
+            return
         self.stop_requests += 1
         self.stop_signal = self.stop_signal or signame
 
