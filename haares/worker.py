@@ -391,7 +391,7 @@ class Worker:
             r.step = int(event.get("step") or 0)
             if not r.lost and r.step != getattr(r.lease, "step", None):
                 self._update_attempt(r, start_step=r.step)
-            if r.step < (getattr(r.lease, "step", 0) or 0):
+            if r.step < (getattr(r.lease, "step", 0) or 0) and not getattr(r.lease, "fresh", False):
                 self.reporter.message(f"job {r.job_id}: restarting from step {r.step}: no checkpoint of step "
                                       f"{r.lease.step} here (it did not travel with the queue?)")
         elif kind == "checkpoint":

@@ -151,7 +151,8 @@ sys.path.insert(0, sys.argv[1])
 from test_worker_support import tiny_runs
 from haares.train import train
 torch.set_num_threads(1)
-steps, every, index, run_dir = (int(a) for a in sys.argv[2:5]), sys.argv[5]
+steps, every, index = (int(a) for a in sys.argv[2:5])
+run_dir = sys.argv[5]
 spec = tiny_runs(**{"train.steps": steps, "train.eval_every": every})[index]
 result = train(spec.config, device="cpu", run_dir=pathlib.Path(run_dir), resume=False)
 print(json.dumps({"run_key": spec.run_key, "losses": {p.step: p.val_loss for p in result.evals}}))
@@ -171,7 +172,14 @@ def test_slurm_allocation_end_preempts_cleanly_and_the_grid_finishes_bitwise(slu
         capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path)
     assert submitted.returncode == 0, submitted.stderr
     job_id = re.search(r"Submitted batch job (\d+)", submitted.stdout).group(1)
-    # The uninterrupted twins train meanwhile (the allocation mostly waits for its warning).
+    # The uninterrupted twins train meanwhile (the allocation mostly waits for its warning), once the
+    # allocation's children are past their start-up, so that they reach a step before the warning.
+    def started() -> bool:
+        logs = [p.read_text() for p in home.glob("runs/*/logs/attempt-1.log")]
+        return sum("haares.child starting at step" in text for text in logs) == 3
+
+    wait_for(lambda: started() or _job_state(job_id) in (*TERMINAL, "GONE"), timeout=120, every=0.5,
+             what="the allocation's children to start training")
     twins = [subprocess.Popen([sys.executable, "-c", TWIN, str(Path(__file__).parent), str(STEPS), str(EVERY), str(i),
                                str(tmp_path / f"twin{i}")], stdout=subprocess.PIPE, text=True, env=env)
              for i in range(3)]
