@@ -154,6 +154,7 @@ def _last_line(exc: BaseException) -> str:
 
 def run_train(config: dict, events: EventPipe) -> int:
     """Kind "train": RunConfig -> haares.train.train with callbacks that report over the pipe."""
+    import signal
     import traceback
     from dataclasses import asdict, is_dataclass
     from pathlib import Path
@@ -162,6 +163,10 @@ def run_train(config: dict, events: EventPipe) -> int:
     from haares.errors import HaaresError
 
     terminal: tuple[type[BaseException], ...] = (ConfigError, HaaresError)
+    # Under srun, slurmstepd sends Slurm's USR1 warning to every process of the step, this one too:
+    # the worker decides (it sends SIGTERM, on which train() checkpoints), so the default action
+    # (terminate, which would count as a failure) must not apply.
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     try:
         import torch
 
@@ -193,7 +198,13 @@ def run_train(config: dict, events: EventPipe) -> int:
                                            progress_interval_s=0.5)
         run_dir = Path(os.environ.get("HAARES_RUN_DIR") or os.environ["HAARES_CKPT_DIR"])
         resume = os.environ.get("HAARES_RESUME", "1") != "0"
-        events.send("start", step=resume_step(run_dir) if resume else 0)
+        start = resume_step(run_dir) if resume else 0
+        # Said in the attempt's log (`haares logs`): a restart from 0 after a preemption is a checkpoint
+        # that did not travel (or `retry --fresh`), and the steps before it are trained again.
+        print(f"haares.child resuming from the checkpoint of step {start}" if start else
+              f"haares.child starting at step 0 ({'no checkpoint in ' + str(run_dir / 'checkpoints') if resume else 'fresh start requested'})",
+              flush=True)
+        events.send("start", step=start)
         try:
             result = trainer.train(cfg, device=device, run_dir=run_dir, callbacks=callbacks,
                                    resume=resume, should_stop=should_stop)

@@ -71,6 +71,12 @@ class WorkerOptions:
     lost_grace_s: float = 5.0
     """SIGTERM to SIGKILL for a child whose lease was taken over (another attempt may be running)."""
     kinds: tuple[str, ...] = ("train", "sleep")
+    time_limit_s: float | None = None
+    """--time-limit: claim only what can finish, preempt every child checkpoint_margin_s before it."""
+    checkpoint_margin_s: float | None = None
+    """None: haares.timelimit.default_margin (60 s, at most a fifth of the limit)."""
+    claim_fraction: float = 0.5
+    """Under a time limit, a job with no time estimate is claimed only while more than this fraction remains."""
 
     def __post_init__(self) -> None:
         if self.slots < 1:
@@ -84,6 +90,18 @@ class WorkerOptions:
             )
         if self.poll_s <= 0:
             raise HaaresError(f"--poll must be positive, got {self.poll_s:g}")
+        if self.time_limit_s is not None:
+            self.deadline()  # validates the margin and fraction against the limit
+
+    def deadline(self) -> Any:
+        """A fresh haares.timelimit.Deadline starting now, or None without --time-limit."""
+        if self.time_limit_s is None:
+            return None
+        from haares.timelimit import Deadline, default_margin
+
+        margin = self.checkpoint_margin_s
+        return Deadline(self.time_limit_s, default_margin(self.time_limit_s) if margin is None else margin,
+                        self.claim_fraction)
 
     @property
     def reap_every_s(self) -> float:
@@ -208,6 +226,8 @@ class Worker:
         self.done = threading.Event()
         self._last_reap = float("-inf")
         self._stops_announced = 0
+        self.deadline = options.deadline()
+        self._unfit_announced = False
         # The queue API, imported here rather than at module top so `import haares.worker` stays cheap.
         from haares import jobs
 
@@ -216,7 +236,13 @@ class Worker:
     # --- signals ---------------------------------------------------------------------------
 
     def request_stop(self, signame: str) -> None:
-        """First call: preempt (SIGTERM children, hand jobs back). Second: kill children now."""
+        """First call: preempt (SIGTERM children, hand jobs back). Second: kill children now.
+
+        SIGUSR1 (Slurm's warning) never escalates: under srun it arrives twice, from the script's
+        trap and from slurmstepd signalling every process of the step.
+        """
+        if signame == "SIGUSR1" and self.stop_requests:
+            return
         self.stop_requests += 1
         self.stop_signal = self.stop_signal or signame
 
@@ -224,7 +250,8 @@ class Worker:
         old: dict = {}
         if threading.current_thread() is not threading.main_thread():
             return old
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        # SIGUSR1: Slurm's warning before the time limit (`--signal=B:USR1@S`, forwarded by the script).
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
             old[sig] = signal.getsignal(sig)
             signal.signal(sig, lambda signum, _frame: self.request_stop(signal.Signals(signum).name))
         return old
@@ -364,6 +391,9 @@ class Worker:
             r.step = int(event.get("step") or 0)
             if not r.lost and r.step != getattr(r.lease, "step", None):
                 self._update_attempt(r, start_step=r.step)
+            if r.step < (getattr(r.lease, "step", 0) or 0) and not getattr(r.lease, "fresh", False):
+                self.reporter.message(f"job {r.job_id}: restarting from step {r.step}: no checkpoint of step "
+                                      f"{r.lease.step} here (it did not travel with the queue?)")
         elif kind == "checkpoint":
             r.checkpoint_step = event.get("step")
         elif kind == "result":
@@ -422,7 +452,7 @@ class Worker:
             self._stops_announced = self.stop_requests
             if self.stop_requests == 1:
                 self.reporter.message(f"{self.stop_signal}: no new jobs; {len(children)} child(ren) checkpoint and "
-                                      f"hand their jobs back (up to {self.opt.grace_s:g} s); Ctrl-C again to kill them")
+                                      f"hand their jobs back (up to {self._preempt_grace(now):.0f} s); Ctrl-C again to kill them")
             else:
                 self.reporter.message("killing the children now; their jobs go back to the queue")
         for r in children:
@@ -443,11 +473,22 @@ class Worker:
             elif r.db_down:
                 self._stop_child(r, "db_down", self.opt.grace_s)
             elif self.stop_requests:
-                self._stop_child(r, "preempt", self.opt.grace_s)
+                self._stop_child(r, "preempt", self._preempt_grace(now))
             if self.stop_requests > 1 and r.proc.poll() is None:
                 r.kill_at = now  # second Ctrl-C: no more grace
             if r.kill_at is not None and now >= r.kill_at and r.proc.poll() is None:
                 self._signal_child(r, signal.SIGKILL)
+
+    def _preempt_grace(self, now: float) -> float:
+        """SIGTERM to SIGKILL on preemption: --grace, cut so that children are gone 2 s before a time limit."""
+        if self.deadline is None:
+            return self.opt.grace_s
+        return max(1.0, min(self.opt.grace_s, self.deadline.remaining(now) - 2.0))
+
+    def _check_deadline(self) -> None:
+        """At the time limit's checkpoint margin, stop as on SIGTERM (children checkpoint, jobs go back)."""
+        if self.deadline is not None and not self.stop_requests and self.deadline.preempt_due():
+            self.request_stop("time limit")
 
     def _outcome(self, r: Running) -> tuple[str, dict]:
         """Map how the child ended to finish() arguments."""
@@ -524,8 +565,22 @@ class Worker:
         return self.jobs.claim(
             engine=self.engine, worker_id=self.worker_id, host=self.host, pid=self.pid,
             pid_start=process_start_time(self.pid), gpu=self.opt.gpu, lease_ttl_s=self.opt.lease_ttl_s,
-            kinds=self.opt.kinds,
+            kinds=self.opt.kinds, **self._fitting(),
         )
+
+    def _fitting(self) -> dict:
+        """Under a time limit, the claim's `job_ids`: the queued jobs that can finish in time."""
+        if self.deadline is None:
+            return {}
+        from haares.timelimit import claimable_ids
+
+        ids, unfit = claimable_ids(engine=self.engine, deadline=self.deadline, kinds=self.opt.kinds,
+                                   runs_dir=runs_dir())
+        if unfit and not ids and not self._unfit_announced:
+            self._unfit_announced = True
+            self.reporter.message(f"time limit: {unfit} queued job(s) cannot finish in the "
+                                  f"{self.deadline.remaining():.0f} s left; not claiming them")
+        return {"job_ids": ids}
 
     def _may_claim(self) -> bool:
         if self.stop_requests:
@@ -621,6 +676,7 @@ class Worker:
                     if self.stop_requests or limit_hit or (queue_empty and not self.opt.wait):
                         break
                 self._drain_events(_TICK_S)
+                self._check_deadline()
                 self._police()
                 if self._collect_exits():
                     next_poll = 0.0  # re-poll at once after a completion

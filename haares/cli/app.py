@@ -24,7 +24,7 @@ app = typer.Typer(
 )
 
 # Each module registers its commands on `app` when imported (`register(app)`).
-COMMAND_MODULES: list[str] = ["worker", "logs", "report", "enqueue", "status", "manage", "grids", "data", "bench", "run"]
+COMMAND_MODULES: list[str] = ["worker", "logs", "report", "enqueue", "status", "manage", "grids", "data", "bench", "run", "pack", "slurm"]
 
 
 def _version(value: bool) -> None:

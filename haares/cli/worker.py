@@ -107,21 +107,33 @@ def register(app: typer.Typer) -> None:
         lease_ttl: Annotated[float, typer.Option("--lease-ttl", help="Seconds a lease lives without renewal.")] = 180.0,
         poll: Annotated[float, typer.Option("--poll", help="Seconds between claims on an idle queue (+-20%).")] = 10.0,
         grace: Annotated[float, typer.Option("--grace", help="Seconds from SIGTERM to SIGKILL for a child.")] = 120.0,
+        time_limit: Annotated[Optional[str], typer.Option(
+            "--time-limit", help="Run at most this long (90s, 9m, 1h30m, 1:30:00): claim only jobs that can "
+            "finish in time, preempt the rest cleanly before the end.")] = None,
+        checkpoint_margin: Annotated[Optional[float], typer.Option(
+            "--checkpoint-margin", help="Seconds before --time-limit at which children checkpoint and hand "
+            "their jobs back. Default: 60, at most a fifth of the limit.")] = None,
+        claim_fraction: Annotated[float, typer.Option(
+            "--claim-fraction", help="Under --time-limit, claim a job whose duration cannot be estimated only "
+            "while more than this fraction of the limit remains.")] = 0.5,
     ) -> None:
         """Claim jobs and train each in a child process bound to one GPU (or the CPU).
 
         Heartbeats every --heartbeat seconds and writes evals and results to the database.
 
-        On SIGTERM or Ctrl-C the children checkpoint at their next step and their jobs go back to the queue; a second Ctrl-C kills them.
+        On SIGTERM, SIGUSR1 (Slurm's time-limit warning) or Ctrl-C the children checkpoint at their next step and their jobs go back to the queue; a second Ctrl-C kills them.
 
         Exits when the queue has nothing to claim, unless --wait.
         """
         from haares.settings import resolve_db_url
+        from haares.timelimit import parse_duration
         from haares.worker import WorkerOptions, parse_gpu, run_worker
 
         options = WorkerOptions(
             gpu=parse_gpu(gpu), slots=slots, max_jobs=1 if once else max_jobs, wait=wait,
             heartbeat_s=heartbeat, lease_ttl_s=lease_ttl, poll_s=poll, grace_s=grace,
+            time_limit_s=parse_duration(time_limit) if time_limit is not None else None,
+            checkpoint_margin_s=checkpoint_margin, claim_fraction=claim_fraction,
         )
         reporter = LiveReporter(options.gpu) if sys.stdout.isatty() else LineReporter(options.gpu)
         try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import random
 import secrets
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -71,14 +72,20 @@ def claim(
     gpu: str | None,
     lease_ttl_s: float,
     kinds: tuple[str, ...] = ("train", "sleep"),
+    job_ids: Collection[int] | None = None,
 ) -> Lease | None:
     """Claim the next queued job (priority desc, pair, method, id) in one statement, or None.
+
+    `job_ids` (when given) restricts the claim to those jobs: a worker with a time limit passes the
+    ones that can finish in time (haares.timelimit); an empty collection claims nothing.
 
     SQLite: `UPDATE .. WHERE id = (SELECT .. LIMIT 1) RETURNING` inside BEGIN IMMEDIATE; PostgreSQL:
     the same with `FOR UPDATE SKIP LOCKED` in the subquery. The attempt row is inserted in the same
     transaction. The lease expires `lease_ttl_s` seconds after the database's now.
     """
     token = secrets.token_hex(16)
+    if job_ids is not None and not job_ids:
+        return None
 
     def body(conn: Connection) -> Lease | None:
         now = db_now(conn)
@@ -88,6 +95,8 @@ def claim(
             .order_by(Job.priority.desc(), Job.pair_index, Job.method_index, Job.id)
             .limit(1)
         )
+        if job_ids is not None:
+            pick = pick.where(Job.id.in_(list(job_ids)))
         if conn.dialect.name == "postgresql":
             pick = pick.with_for_update(skip_locked=True)
         row = conn.execute(
