@@ -5,8 +5,9 @@
 #   first:  slots_check one slot then four; the smoke grid, the shakespeare_lr sweep and
 #           fastpath_check side by side; then the learning rate is chosen (lowest mean best val loss of Standard and HAARES
 #           at 500 steps) and shakespeare (48L cell first, then 24L, 12L) and shakespeare_ablations go in.
-#   always: a worker with 6 slots until DEADLINE seconds into the allocation, then SIGTERM: running
-#           jobs checkpoint and go back to the queue as preempted (no retry spent).
+#   always: `haares worker --slots 6 --time-limit` up to DEADLINE seconds into the allocation: it
+#           claims only what can finish in time and preempts the rest cleanly before the end (jobs
+#           back to queued as preempted, no retry spent); then `haares pack` writes OUTDIR/state.tgz.
 # Usage on the device machine: bash benchmarks/gpu_allocation.sh OUTDIR DEADLINE_S
 set -u
 OUT=${1:?outdir}; DEADLINE=${2:-540}
@@ -15,7 +16,7 @@ python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .
 export PYTHONPATH=/tmp/site:$PWD
 H="python3 -m haares.cli.app"
 mkdir -p /tmp/hh /tmp/logs
-if [ -f state/state.tgz ]; then tar xzf state/state.tgz -C /tmp; echo "restored state: $(ls /tmp/hh/runs | wc -l) run folders"; fi
+if [ -f state/state.tgz ]; then $H unpack state/state.tgz; tar xzf state/logs.tgz -C /tmp; fi
 n=$(ls /tmp/logs | wc -l)
 if [ ! -f /tmp/hh/queue.db ]; then
   $H enqueue --grid slots_check --priority 9
@@ -24,15 +25,16 @@ if [ ! -f /tmp/hh/queue.db ]; then
   $H enqueue --grid smoke --precision bf16 --priority 8
   $H enqueue --grid shakespeare_lr --priority 8
   $H enqueue --grid fastpath_check --priority 7
-  timeout -s TERM 200 $H worker --gpu 0 --slots 8 > /tmp/logs/worker-checks.log 2>&1; echo "checks stopped after ${SECONDS}s"
+  $H worker --gpu 0 --slots 8 --time-limit 200s > /tmp/logs/worker-checks.log 2>&1; echo "checks stopped after ${SECONDS}s"
   python3 benchmarks/pick_lr.py /tmp/hh/queue.db > /tmp/logs/lr.txt; cat /tmp/logs/lr.txt
   LR=$(tail -1 /tmp/logs/lr.txt)
   python3 benchmarks/enqueue_shakespeare.py "$LR" >> /tmp/logs/lr.txt
 fi
 left=$((DEADLINE - SECONDS))
 echo "draining for ${left}s"
-timeout -s TERM "$left" $H worker --gpu 0 --slots 6 > "/tmp/logs/worker-drain-$n.log" 2>&1
+$H worker --gpu 0 --slots 6 --time-limit "${left}s" > "/tmp/logs/worker-drain-$n.log" 2>&1
 echo "drain stopped after ${SECONDS}s"
 $H status > "/tmp/logs/status-$n.txt" 2>&1
-tar czf "$OUT/state.tgz" --exclude='*.ckpt' -C /tmp logs hh/runs hh/queue.db
+$H pack "$OUT/state.tgz"
+tar czf "$OUT/logs.tgz" -C /tmp logs
 ls -la "$OUT"; tail -4 "/tmp/logs/status-$n.txt"
