@@ -146,6 +146,23 @@ def resume_step(run_dir: object) -> int:
     return found[-1][0] if found else 0
 
 
+def run_labels(text: str | None) -> tuple:
+    """HAARES_RUN_LABELS (a JSON list of {grid, cell, method, seed}, set by the worker) as RunLabels.
+
+    Labels only name the run's TensorBoard curves: a missing or unreadable value gives none.
+    """
+    import json
+
+    from haares.sinks import RunLabel
+
+    try:
+        return tuple(RunLabel(str(d["grid"]), str(d.get("cell") or ""), str(d["method"]), int(d["seed"]))
+                     for d in json.loads(text or "[]"))
+    except (ValueError, TypeError, KeyError) as exc:
+        print(f"haares.child: ignoring HAARES_RUN_LABELS ({exc})", file=sys.stderr, flush=True)
+        return ()
+
+
 def _last_line(exc: BaseException) -> str:
     """One-line error summary: exception type and the last line of its message."""
     lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
@@ -160,6 +177,8 @@ def run_train(config: dict, events: EventPipe) -> int:
 
     from haares.config import ConfigError, RunConfig
     from haares.errors import HaaresError
+    from haares.settings import home
+    from haares.sinks import RunInfo, default_sinks
 
     terminal: tuple[type[BaseException], ...] = (ConfigError, HaaresError)
     try:
@@ -193,14 +212,18 @@ def run_train(config: dict, events: EventPipe) -> int:
                                            progress_interval_s=0.5)
         run_dir = Path(os.environ.get("HAARES_RUN_DIR") or os.environ["HAARES_CKPT_DIR"])
         resume = os.environ.get("HAARES_RESUME", "1") != "0"
+        sinks = default_sinks(RunInfo(run_key=cfg.run_key(), run_dir=run_dir, home=home(),
+                                      labels=run_labels(os.environ.get("HAARES_RUN_LABELS"))))
         events.send("start", step=resume_step(run_dir) if resume else 0)
         try:
-            result = trainer.train(cfg, device=device, run_dir=run_dir, callbacks=callbacks,
+            result = trainer.train(cfg, device=device, run_dir=run_dir, callbacks=sinks.wrap(callbacks),
                                    resume=resume, should_stop=should_stop)
         except trainer.Preempted as exc:
             events.send("preempted", step=getattr(exc, "step", None))
             print(f"haares.child preempted at step {getattr(exc, 'step', '?')}", flush=True)
             return EXIT_PREEMPTED
+        finally:
+            sinks.close()
         events.send("result", result={
             "best_val_loss": result.best_val_loss,
             "best_step": result.best_step,

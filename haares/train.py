@@ -79,6 +79,8 @@ class EvalPoint:
     peak_mem_bytes: int
     """Peak device memory of this process (CUDA max allocated; peak RSS on the CPU)."""
     device: str
+    grad_norm: float = math.nan
+    """Mean gradient norm before clipping over the steps of the window (NaN in evals written before it existed)."""
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,8 @@ class TrainCallbacks:
     on_progress: Callable[[int, float, float], None] | None = None
     """(step, latest training loss, tokens/s over the current window); throttled by progress_interval_s."""
     on_checkpoint: Callable[[int, Path], None] | None = None
+    on_start: Callable[[int], None] | None = None
+    """(step restored from a checkpoint, 0 for a fresh start); called once, before the first step."""
     progress_interval_s: float = 1.0
     """Minimum seconds between on_progress calls (0 = every step); the last step is always reported."""
 
@@ -177,18 +181,18 @@ def train_step(
     *,
     grad_clip: float,
     precision: str,
-) -> torch.Tensor:
-    """One AdamW step on one batch (inputs, targets: (B, T) long); returns the detached loss (nats).
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One AdamW step on one batch (inputs, targets: (B, T) long); returns (loss nats, grad norm before clipping).
 
-    The loss is left on the device: reading it is a sync, which the caller batches.
+    Both are detached and left on the device: reading them is a sync, which the caller batches.
     """
     with precision_context(precision, inputs.device):
         _, loss = model(inputs, targets)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     optimizer.step()
-    return loss.detach()
+    return loss.detach(), grad_norm.detach()
 
 
 @torch.no_grad()
@@ -264,6 +268,9 @@ class _Window:
     timed_steps: int = 0
     loss_sum: float = 0.0
     loss_count: int = 0
+    # Counted apart from losses: a checkpoint written before grad norms existed restores without them.
+    grad_norm_sum: float = 0.0
+    grad_norm_count: int = 0
 
 
 @dataclass
@@ -280,26 +287,29 @@ class _State:
 
 
 class _LossLog:
-    """Training losses left on the device until read in one sync; raises NonFiniteLoss naming the step."""
+    """Training losses and grad norms left on the device until read in one sync; NonFiniteLoss names the step."""
 
     def __init__(self) -> None:
-        self.pending: list[tuple[int, torch.Tensor]] = []
+        self.pending: list[tuple[int, torch.Tensor, torch.Tensor]] = []
         self.last = math.nan
 
-    def add(self, step: int, loss: torch.Tensor) -> None:
-        self.pending.append((step, loss))
+    def add(self, step: int, loss: torch.Tensor, grad_norm: torch.Tensor) -> None:
+        self.pending.append((step, loss, grad_norm))
 
     def flush(self, window: _Window) -> None:
         if not self.pending:
             return
-        values = torch.stack([loss for _, loss in self.pending]).float().tolist()
-        steps = [step for step, _ in self.pending]
+        # One stack, one read: (n, 2) rows of (loss, grad norm).
+        values = torch.stack([torch.stack([loss.float(), norm.float()]) for _, loss, norm in self.pending]).tolist()
+        steps = [step for step, _, _ in self.pending]
         self.pending = []
-        for step, value in zip(steps, values, strict=True):
+        for step, (value, norm) in zip(steps, values, strict=True):
             if not math.isfinite(value):
                 raise NonFiniteLoss(step, value)
             window.loss_sum += value
             window.loss_count += 1
+            window.grad_norm_sum += norm
+            window.grad_norm_count += 1
             self.last = value
 
 
@@ -371,6 +381,8 @@ def train(
             stale.unlink()
     # evals.jsonl holds exactly the evaluations up to the restored step (drops those a crash repeated).
     atomic_write_text(run_dir / "evals.jsonl", "".join(_jsonl(asdict(p)) for p in state.evals))
+    if callbacks.on_start:
+        callbacks.on_start(state.step)
     if cfg.train.compile:
         # In place (nn.Module.compile), so state_dict keys and checkpoints are unchanged.
         for sublayer in model.sublayers:
@@ -406,17 +418,17 @@ def train(
             clock.pause()
             warm_clock = TrainClock(dev)
             warm_clock.resume()
-            loss = train_step(model, optimizer, inputs, targets, grad_clip=cfg.train.grad_clip,
-                              precision=cfg.train.precision)
+            loss, grad_norm = train_step(model, optimizer, inputs, targets, grad_clip=cfg.train.grad_clip,
+                                         precision=cfg.train.precision)
             state.warmup_seconds += warm_clock.pause()
             warm_up = False
         else:
             clock.resume()
-            loss = train_step(model, optimizer, inputs, targets, grad_clip=cfg.train.grad_clip,
-                              precision=cfg.train.precision)
+            loss, grad_norm = train_step(model, optimizer, inputs, targets, grad_clip=cfg.train.grad_clip,
+                                         precision=cfg.train.precision)
             state.window.timed_steps += 1
         step += 1
-        losses.add(step, loss)
+        losses.add(step, loss, grad_norm)
 
         is_eval = step % cfg.train.eval_every == 0 or step == cfg.train.steps
         now = time.monotonic()
@@ -523,6 +535,7 @@ def _evaluate_point(
         tokens_per_s=_rate(window.timed_steps * tokens_per_step, seconds),
         peak_mem_bytes=peak_memory_bytes(device),
         device=name,
+        grad_norm=window.grad_norm_sum / window.grad_norm_count if window.grad_norm_count else math.nan,
     )
 
 
