@@ -299,11 +299,11 @@ class _LossLog:
     def flush(self, window: _Window) -> None:
         if not self.pending:
             return
-        # One stack, one read: (n, 2) rows of (loss, grad norm).
-        values = torch.stack([torch.stack([loss.float(), norm.float()]) for _, loss, norm in self.pending]).tolist()
+        # One stack, one read: loss and grad norm interleaved per step.
+        flat = torch.stack([t for _, loss, norm in self.pending for t in (loss, norm)]).float().tolist()
         steps = [step for step, _, _ in self.pending]
         self.pending = []
-        for step, (value, norm) in zip(steps, values, strict=True):
+        for step, value, norm in zip(steps, flat[0::2], flat[1::2], strict=True):
             if not math.isfinite(value):
                 raise NonFiniteLoss(step, value)
             window.loss_sum += value
