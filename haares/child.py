@@ -146,6 +146,23 @@ def resume_step(run_dir: object) -> int:
     return found[-1][0] if found else 0
 
 
+def run_labels(text: str | None) -> tuple:
+    """HAARES_RUN_LABELS (a JSON list of {grid, cell, method, seed}, set by the worker) as RunLabels.
+
+    Labels only name the run's TensorBoard curves: a missing or unreadable value gives none.
+    """
+    import json
+
+    from haares.sinks import RunLabel
+
+    try:
+        return tuple(RunLabel(str(d["grid"]), str(d.get("cell") or ""), str(d["method"]), int(d["seed"]))
+                     for d in json.loads(text or "[]"))
+    except (ValueError, TypeError, KeyError) as exc:
+        print(f"haares.child: ignoring HAARES_RUN_LABELS ({exc})", file=sys.stderr, flush=True)
+        return ()
+
+
 def _last_line(exc: BaseException) -> str:
     """One-line error summary: exception type and the last line of its message."""
     lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
@@ -161,6 +178,8 @@ def run_train(config: dict, events: EventPipe) -> int:
 
     from haares.config import ConfigError, RunConfig
     from haares.errors import HaaresError
+    from haares.settings import home
+    from haares.sinks import RunInfo, default_sinks
 
     terminal: tuple[type[BaseException], ...] = (ConfigError, HaaresError)
     # Under srun, slurmstepd sends Slurm's USR1 warning to every process of the step, this one too:
@@ -204,14 +223,18 @@ def run_train(config: dict, events: EventPipe) -> int:
         print(f"haares.child resuming from the checkpoint of step {start}" if start else
               f"haares.child starting at step 0 ({'no checkpoint in ' + str(run_dir / 'checkpoints') if resume else 'fresh start requested'})",
               flush=True)
+        sinks = default_sinks(RunInfo(run_key=cfg.run_key(), run_dir=run_dir, home=home(),
+                                      labels=run_labels(os.environ.get("HAARES_RUN_LABELS"))))
         events.send("start", step=start)
         try:
-            result = trainer.train(cfg, device=device, run_dir=run_dir, callbacks=callbacks,
+            result = trainer.train(cfg, device=device, run_dir=run_dir, callbacks=sinks.wrap(callbacks),
                                    resume=resume, should_stop=should_stop)
         except trainer.Preempted as exc:
             events.send("preempted", step=getattr(exc, "step", None))
             print(f"haares.child preempted at step {getattr(exc, 'step', '?')}", flush=True)
             return EXIT_PREEMPTED
+        finally:
+            sinks.close()
         events.send("result", result={
             "best_val_loss": result.best_val_loss,
             "best_step": result.best_step,

@@ -75,13 +75,13 @@ class EvalPoint:
     """Bits per UTF-8 byte of the evaluated validation text."""
     train_loss: float
     """Mean training loss (nats) over the steps of the window."""
-    grad_norm: float
-    """Mean global gradient norm before clipping over the steps of the window."""
     steps_per_s: float
     tokens_per_s: float
     peak_mem_bytes: int
     """Peak device memory of this process (CUDA max allocated; peak RSS on the CPU)."""
     device: str
+    grad_norm: float = math.nan
+    """Mean gradient norm before clipping over the steps of the window (NaN in evals written before it existed)."""
 
 
 @dataclass(frozen=True)
@@ -106,6 +106,8 @@ class TrainCallbacks:
     on_progress: Callable[[int, float, float], None] | None = None
     """(step, latest training loss, tokens/s over the current window); throttled by progress_interval_s."""
     on_checkpoint: Callable[[int, Path], None] | None = None
+    on_start: Callable[[int], None] | None = None
+    """(step restored from a checkpoint, 0 for a fresh start); called once, before the first step."""
     progress_interval_s: float = 1.0
     """Minimum seconds between on_progress calls (0 = every step); the last step is always reported."""
 
@@ -241,8 +243,9 @@ class _Window:
     timed_steps: int = 0
     loss_sum: float = 0.0
     loss_count: int = 0
+    # Counted apart from losses: a checkpoint written before grad norms existed restores without them.
     grad_norm_sum: float = 0.0
-    """Sum of pre-clip gradient norms over the loss_count steps (absent from older checkpoints: 0)."""
+    grad_norm_count: int = 0
 
 
 @dataclass
@@ -282,6 +285,7 @@ class _LossLog:
                 raise NonFiniteLoss(step, value)
             window.loss_sum += value
             window.grad_norm_sum += norm
+            window.grad_norm_count += 1
             window.loss_count += 1
             self.last = value
 
@@ -405,6 +409,8 @@ def _loop(run: _Session, callbacks: TrainCallbacks, should_stop: Callable[[], bo
     last_progress = -math.inf
     tokens_per_step = cfg.train.batch_size * cfg.data.seq_len
     step = state.step
+    if callbacks.on_start:
+        callbacks.on_start(step)
     while step < cfg.train.steps:
         if should_stop is not None and should_stop():
             clock.pause()
@@ -540,7 +546,7 @@ def _evaluate_point(
         val_ppl=ppl,
         val_bpb=bpb,
         train_loss=window.loss_sum / window.loss_count if window.loss_count else math.nan,
-        grad_norm=window.grad_norm_sum / window.loss_count if window.loss_count else math.nan,
+        grad_norm=window.grad_norm_sum / window.grad_norm_count if window.grad_norm_count else math.nan,
         steps_per_s=_rate(window.timed_steps, seconds),
         tokens_per_s=_rate(window.timed_steps * tokens_per_step, seconds),
         peak_mem_bytes=peak_memory_bytes(device),
@@ -595,7 +601,7 @@ def _restore(
         step=int(snap["step"]),
         best_val_loss=float(snap["best_val_loss"]),
         best_step=int(snap["best_step"]),
-        evals=[EvalPoint(**{"grad_norm": math.nan, **p}) for p in snap["evals"]],  # older checkpoints lack it
+        evals=[EvalPoint(**p) for p in snap["evals"]],
         train_seconds=float(snap["train_seconds"]),
         warmup_seconds=float(snap["warmup_seconds"]),
         window=_Window(**snap["window"]),

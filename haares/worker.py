@@ -325,6 +325,7 @@ class Worker:
             HAARES_RESUME="0" if getattr(lease, "fresh", False) else "1",
             HAARES_EVENT_FD=str(write_fd),
             HAARES_PARENT_PID=str(self.pid),
+            HAARES_RUN_LABELS=self._run_labels(lease),
             PYTHONUNBUFFERED="1",
         )
         if self.opt.gpu == "cpu" and "OMP_NUM_THREADS" not in os.environ:
@@ -348,6 +349,14 @@ class Worker:
         threading.Thread(target=self._read_events, args=(r, read_fd), daemon=True,
                          name=f"haares-events-{lease.job_id}").start()
         return r
+
+    def _run_labels(self, lease: Any) -> str:
+        """The job's grid names as JSON for the child's TensorBoard tree; "[]" if the read fails (names only)."""
+        try:
+            return json.dumps(self.jobs.grid_labels(engine=self.engine, job_id=lease.job_id))
+        except Exception as exc:  # noqa: BLE001 - curves still land in the run dir, just unnamed
+            log.warning("grid labels of job %s unreadable: %s", lease.job_id, _one_line(exc))
+            return "[]"
 
     def _read_events(self, r: Running, fd: int) -> None:
         """One thread per child: JSON lines from the pipe onto the main loop's queue; None at EOF."""

@@ -3,7 +3,7 @@
 SIGKILL: the worker dies mid-run, its child dies with it (PDEATHSIG), a second worker on the same host
 reclaims the job at once (dead-pid fast path), resumes from the last checkpoint (attempt 2 starts
 past step 0) and finishes; every evaluation loss equals that of an uninterrupted twin trained with
-haares.train.train directly, bitwise (CPU, one thread in both).
+haares.train.train directly, bitwise (CPU, one thread in both); its TensorBoard curves show each step once.
 SIGTERM: the child checkpoints at its next step and exits; the attempt is recorded as preempted, the
 job goes back to the queue with its retries unused, and the next worker resumes it exactly there.
 A terminal failure (train() rejects the config) exits 65 and is recorded failed with its error, not retried.
@@ -15,6 +15,7 @@ import os
 import signal
 
 import pytest
+from test_tensorboard import read_scalars
 from test_worker_support import rows, start_worker, tiny_runs, wait_for
 
 from haares.jobs.db import make_engine
@@ -83,6 +84,9 @@ def test_sigkill_worker_job_resumes_elsewhere_with_twin_identical_losses(sqlite_
     twin = _twin_losses(spec, tmp_path)
     assert sorted(evals) == list(range(EVERY, STEPS + 1, EVERY))
     assert evals == twin  # bitwise: the resumed run saw the same batches from the same state
+    # The child's TensorBoard curves, under the grid's name: every eval step once, across the reclaim.
+    curves = read_scalars(home / "tensorboard" / "smoke" / spec.method / f"seed{spec.seed}")
+    assert [step for step, _ in curves["loss/val"]] == sorted(evals)
     engine.dispose()
 
 

@@ -72,7 +72,8 @@ def run_foreground(
 
     from haares import train as trainer
     from haares.data import prepare
-    from haares.settings import runs_dir
+    from haares.settings import home, runs_dir
+    from haares.sinks import RunInfo, RunLabel, default_sinks
 
     cfg = spec.config
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -109,11 +110,14 @@ def run_foreground(
         )
 
     callbacks = trainer.TrainCallbacks(on_eval=on_eval, on_progress=on_progress, progress_interval_s=0.5)
+    label = RunLabel(spec.grid, spec.cell, spec.method, spec.seed)
+    sinks = default_sinks(RunInfo(run_key=cfg.run_key(), run_dir=run_dir, home=home(), labels=(label,)))
     should_stop = trainer.install_sigterm_handler()
     try:
         with progress:
             result = trainer.train(
-                cfg, device=device, run_dir=run_dir, callbacks=callbacks, resume=not fresh, should_stop=should_stop
+                cfg, device=device, run_dir=run_dir, callbacks=sinks.wrap(callbacks), resume=not fresh,
+                should_stop=should_stop,
             )
     except trainer.Preempted as stop:
         console.print(
@@ -125,6 +129,7 @@ def run_foreground(
         console.print(f"[red]error:[/red] {exc}; the run diverged (try a lower train.lr)")
         return 1
     finally:
+        sinks.close()
         should_stop.restore()
     console.print(
         f"done: best val loss {result.best_val_loss:.4f} at step {result.best_step} of {result.final_step}; "

@@ -9,10 +9,10 @@ from haares.jobs.enqueue import EnqueueResult, enqueue_runs, enqueue_sleep
 from haares.jobs.lease import Beat, Lease, claim, finish, heartbeat, record_eval, set_attempt_device
 from haares.jobs.procs import pid_alive, process_start_time
 from haares.jobs.reaper import reap
-from haares.jobs.views import job_rows, state_counts
+from haares.jobs.views import grid_labels, job_rows, state_counts
 
 __all__ = [
     "Beat", "EnqueueResult", "Lease", "cancel", "claim", "db_now", "enqueue_runs", "enqueue_sleep", "finish",
-    "heartbeat", "hold", "job_rows", "make_engine", "pid_alive", "process_start_time", "reap", "record_eval",
-    "release", "retry", "run_write", "set_attempt_device", "state_counts", "write_tx",
+    "grid_labels", "heartbeat", "hold", "job_rows", "make_engine", "pid_alive", "process_start_time", "reap",
+    "record_eval", "release", "retry", "run_write", "set_attempt_device", "state_counts", "write_tx",
 ]

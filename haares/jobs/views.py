@@ -80,3 +80,14 @@ def state_counts(*, engine: Engine, grid: str | None = None) -> dict[str, dict[s
         for name, state, count in conn.execute(query):
             out.setdefault(name, {})[state] = count
     return {name: dict(sorted(states.items())) for name, states in sorted(out.items())}
+
+
+def grid_labels(*, engine: Engine, job_id: int) -> list[dict[str, Any]]:
+    """Every grid's name for one job: [{grid, cell, method, seed}], by grid (names its TensorBoard curves)."""
+    with read_tx(engine) as conn:
+        links = conn.execute(
+            sa.select(GridRun.grid, GridRun.cell, GridRun.method, GridRun.seed)
+            .where(GridRun.job_id == job_id)
+            .order_by(GridRun.grid)
+        ).all()
+    return [{"grid": g, "cell": c, "method": m, "seed": s} for g, c, m, s in links]
