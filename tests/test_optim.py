@@ -106,7 +106,7 @@ def test_state_dict_round_trip_continues_identically():
 def test_tiny_model_trains_under_muon():
     inputs, targets = _batch()
     model = build_model(tiny(), seed=0)
-    opt = make_optimizer(model, MUON, torch.device("cpu"))
+    opt = make_optimizer(model, TrainConfig(optimizer="muon", lr=1e-2, muon_lr=0.05), torch.device("cpu"))
     losses = [train_step(model, opt, inputs, targets, grad_clip=1.0, precision="fp32").item() for _ in range(30)]
     assert losses[-1] < 0.5 * losses[0], losses[::5]
 
