@@ -333,6 +333,12 @@ ASSUMPTIONS: dict[str, str] = {
     "routing temperature": "none: no 1/sqrt(d), no T (A9)",
     "detaching": "sources never detached; only the RMS-match factor is (A10)",
     "eval set": "first 1,048,576 validation tokens (128 x 16 x 512), part of the run key",
+    "model.value_residual": "value mix init (1, 0), two scalars in every layer (docs/golf.md)",
+    "model.attn_gate": "gate weight init 0 (the card gives only the bias, 4)",
+    "model.repeats": "Cross-Repeat Skip: one scalar per (pass >= 1, layer) on the previous pass's output; it and the loop embedding init 0",
+    "unet skip weights": "per channel, init 1, as in the parameter-golf baseline script",
+    "golf_attnres": "one route per layer; blend forms the attention input (stream keeps its identity path); keys without gain",
+    "train.muon_lr": "0.02: Muon's reference default; no momentum warm-up",
 }
 
 
