@@ -156,7 +156,9 @@ def source_memory_bytes(cfg: ModelConfig, batch_size: int, seq_len: int, bytes_p
     """Bytes held by materialised routing sources at the end of the forward pass.
 
     Block AttnRes keeps N+1 tensors (e, b_1..b_N) of B*T*d elements, HAARES 2N+1 (plus d_hat_1..d_hat_N;
-    counted for every HAARES ablation, as each routes a tensor through that slot); 0 for the others.
+    counted for every HAARES ablation, as each routes a tensor through that slot); golf_attnres keeps
+    G detached snapshots (e and the G-1 inner block ends); 0 for the others.
     """
-    slots = {"block_attnres": cfg.blocks + 1, "haares": 2 * cfg.blocks + 1}.get(cfg.residual, 0)
+    slots = {"block_attnres": cfg.blocks + 1, "haares": 2 * cfg.blocks + 1, "golf_attnres": cfg.golf_blocks}
+    slots = slots.get(cfg.residual, 0)
     return slots * batch_size * seq_len * cfg.d_model * bytes_per_elem

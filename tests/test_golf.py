@@ -287,3 +287,9 @@ def test_recurrent_flops_scale_with_passes():
 def test_config_rejects_bad_golf_values(fields, message):
     with pytest.raises(ConfigError, match=message):
         tiny(**fields)
+
+
+def test_source_memory_counts_the_golf_snapshots():
+    cfg = tiny("golf_attnres", golf_blocks=4)
+    assert cost.source_memory_bytes(cfg, 2, 8) == 4 * 2 * 8 * 32 * 4  # sg(e) + 3 inner block ends
+    assert cost.source_memory_bytes(tiny("recurrent"), 2, 8) == 0 == cost.source_memory_bytes(tiny("unet"), 2, 8)
