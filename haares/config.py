@@ -15,11 +15,14 @@ import json
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
-ResidualName = Literal["standard", "rezero", "layerscale", "block_attnres", "haares"]
+ResidualName = Literal[
+    "standard", "rezero", "layerscale", "block_attnres", "haares", "golf_attnres", "recurrent", "unet"
+]
 DetailName = Literal["half_split", "random_sign", "dup_cumulative"]
 TokenizerName = Literal["char", "bpe4096"]
 PrecisionName = Literal["fp32", "bf16"]
 RouterImplName = Literal["auto", "reference", "fused"]
+OptimizerName = Literal["adamw", "muon"]
 
 # Model families of the paper (d_model, d_ff); 8 heads throughout.
 FAMILIES: dict[str, tuple[int, int]] = {"small": (128, 1024), "medium": (512, 2048), "large": (768, 3072)}
@@ -55,7 +58,8 @@ class ModelConfig:
     init_std: float = 0.02
     """[ASSUMPTION] std of the normal init of embeddings and Linear weights."""
     residual: str = "haares"
-    """Residual scheme: standard, rezero, layerscale, block_attnres, haares."""
+    """Residual scheme: standard, rezero, layerscale, block_attnres, haares (the paper's), or
+    golf_attnres, recurrent, unet (the parameter-golf records', docs/golf.md)."""
 
     # --- LayerScale ---
     layerscale_init: float | None = None
@@ -81,6 +85,27 @@ class ModelConfig:
     sign_seed: int = 0
     """Seed of the fixed Rademacher signs of the random_sign ablation [ASSUMPTION A6]."""
 
+    # --- backbone options from parameter-golf PR #413 (any scheme; docs/golf.md) ---
+    value_residual: bool = False
+    """Mix the first attention sublayer's raw values into every attention sublayer's values:
+    v_l <- lambda_l,0 v_l + lambda_l,1 v_1 with learned scalars, init (1, 0)."""
+    attn_gate: bool = False
+    """Per-head sigmoid gate on the attention output, sigmoid(W_g x + b_g), W_g init 0."""
+    attn_gate_bias_init: float = 4.0
+    """Initial gate bias b_g (PR #413: 4, so every gate starts at sigmoid(4) = 0.982)."""
+
+    # --- depth recurrence (residual="recurrent") ---
+    repeats: int = 4
+    """Passes r over the n_layers unique layers (effective depth n_layers * r); record 003: 3 x 4."""
+
+    # --- parameter-golf Block AttnRes (residual="golf_attnres", PR #1696) ---
+    golf_blocks: int = 2
+    """Blocks of layers whose boundaries are snapshotted (detached) as routing sources (PR #1696: 2)."""
+    golf_temperature: float = 1.1
+    """Routing temperature T: logits = w . RMSNorm(s) / (sqrt(d) T) (PR #1696: 1.1)."""
+    golf_blend: float = 0.25
+    """Weight m of the routed mix in a layer's input: lerp(x, route, m) (PR #1696: 0.25)."""
+
     def __post_init__(self) -> None:
         _check_choice("model.residual", self.residual, ResidualName)
         _check_choice("model.detail", self.detail, DetailName)
@@ -93,6 +118,15 @@ class ModelConfig:
             )
         if isinstance(self.detail_bias, str) and self.detail_bias != "learned":
             raise ConfigError(f"model.detail_bias must be 'learned' or a number, got {self.detail_bias!r}")
+        if self.repeats <= 0 or self.golf_blocks <= 0:
+            raise ConfigError(f"model.repeats and model.golf_blocks must be positive, got {self.repeats}, {self.golf_blocks}")
+        if self.residual == "golf_attnres" and self.n_layers % self.golf_blocks:
+            raise ConfigError(f"model.golf_blocks={self.golf_blocks} must divide n_layers={self.n_layers}")
+        if self.golf_temperature <= 0 or not 0.0 <= self.golf_blend <= 1.0:
+            raise ConfigError(
+                f"model.golf_temperature must be > 0 and model.golf_blend in [0, 1]; "
+                f"got {self.golf_temperature}, {self.golf_blend}"
+            )
         if self.residual in ("block_attnres", "haares"):
             sublayers = 2 * self.n_layers
             if sublayers % self.blocks or (sublayers // self.blocks) % 2:
@@ -169,18 +203,33 @@ class TrainConfig:
     precision: str = "fp32"
     """fp32 as in the paper (TF32 off) or bf16 autocast (the fast path)."""
 
+    optimizer: str = "adamw"
+    """adamw (the paper's) or muon: Muon on the 2-D backbone Linear weights, AdamW on the rest."""
+    muon_lr: float = 0.02
+    """[ASSUMPTION] Muon learning rate (Muon's reference default; the records use 0.012 to 0.04)."""
+    muon_momentum: float = 0.95
+    """Muon Nesterov momentum (the records' and modded-nanogpt's 0.95)."""
+    muon_ns_steps: int = 5
+    """Quintic Newton-Schulz iterations per Muon update."""
+
     # --- the fast path (haares/fastpath.py): same function, other implementation ---
     router: str = "auto"
     """Router implementation: reference, fused, or auto (fused on CUDA, reference on the CPU)."""
     compile: bool | None = None
     """torch.compile each sublayer and the routing glue; None = auto (on for CUDA, off on the CPU)."""
     cuda_graph: bool | None = None
-    """Capture the whole training step (forward, backward, clip, AdamW) in one CUDA graph after a
-    few eager warm-up steps; None = auto (on for CUDA). CUDA only."""
+    """Capture the whole training step (forward, backward, clip, optimizer) in one CUDA graph after a
+    few eager warm-up steps; None = auto (on for CUDA with AdamW). CUDA only."""
 
     def __post_init__(self) -> None:
         _check_choice("train.precision", self.precision, PrecisionName)
         _check_choice("train.router", self.router, RouterImplName)
+        _check_choice("train.optimizer", self.optimizer, OptimizerName)
+        if self.muon_lr <= 0 or not 0.0 <= self.muon_momentum < 1.0 or self.muon_ns_steps <= 0:
+            raise ConfigError(
+                f"train.muon_lr must be > 0, muon_momentum in [0, 1), muon_ns_steps > 0; "
+                f"got {self.muon_lr}, {self.muon_momentum}, {self.muon_ns_steps}"
+            )
         for name in ("steps", "batch_size", "eval_every", "eval_batch_size"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"train.{name} must be positive, got {getattr(self, name)}")
@@ -207,8 +256,18 @@ class RunConfig:
         return _from_dict(cls, raw, prefix="")
 
     def to_json(self) -> str:
-        """Canonical JSON (sorted keys, no spaces): what run_key hashes and the database stores."""
-        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        """Canonical JSON (sorted keys, no spaces): what run_key hashes and the database stores.
+
+        Fields added after runs were first keyed (KEYED_ONLY_OFF_DEFAULT) are left out while they
+        hold their default, so adding an option never changes the key of an existing run.
+        """
+        raw = self.to_dict()
+        for path in KEYED_ONLY_OFF_DEFAULT:
+            section, name = path.split(".")
+            default = next(f.default for f in fields(type(getattr(self, section))) if f.name == name)
+            if raw[section][name] == default:
+                del raw[section][name]
+        return json.dumps(raw, sort_keys=True, separators=(",", ":"))
 
     def run_key(self) -> str:
         """Hash of the resolved config alone (not of any grid): one run, trained once."""
@@ -217,6 +276,15 @@ class RunConfig:
     def override(self, overrides: dict[str, Any]) -> RunConfig:
         """Apply dotted-path overrides such as {"model.residual": "haares", "seed": 123}."""
         return apply_overrides(self, overrides)
+
+
+# Options added after the first runs were keyed: in the key (and stored JSON) only when not default.
+KEYED_ONLY_OFF_DEFAULT: tuple[str, ...] = (
+    "model.value_residual", "model.attn_gate", "model.attn_gate_bias_init", "model.repeats",
+    "model.golf_blocks", "model.golf_temperature", "model.golf_blend",
+    "train.optimizer", "train.muon_lr", "train.muon_momentum", "train.muon_ns_steps",
+    "train.router", "train.compile", "train.cuda_graph",
+)
 
 
 def apply_overrides(cfg: Any, overrides: dict[str, Any], *, _prefix: str = "") -> Any:
@@ -276,6 +344,12 @@ ASSUMPTIONS: dict[str, str] = {
     "routing temperature": "none: no 1/sqrt(d), no T (A9)",
     "detaching": "sources never detached; only the RMS-match factor is (A10)",
     "eval set": "first 1,048,576 validation tokens (128 x 16 x 512), part of the run key",
+    "model.value_residual": "value mix init (1, 0), two scalars in every layer (docs/golf.md)",
+    "model.attn_gate": "gate weight init 0 (the card gives only the bias, 4)",
+    "model.repeats": "Cross-Repeat Skip: one scalar per (pass >= 1, layer) on the previous pass's output; it and the loop embedding init 0",
+    "unet skip weights": "per channel, init 1, as in the parameter-golf baseline script",
+    "golf_attnres": "one route per layer; blend forms the attention input (stream keeps its identity path); keys without gain",
+    "train.muon_lr": "0.02: Muon's reference default; no momentum warm-up",
 }
 
 

@@ -105,6 +105,12 @@ def _scheme_params(cfg: ModelConfig) -> int:
         return sublayers  # alpha per sublayer
     if cfg.residual == "layerscale":
         return sublayers * cfg.d_model  # gamma per sublayer
+    if cfg.residual == "recurrent":  # loop embedding per effective layer, a skip scalar per later pass
+        return cfg.repeats * cfg.n_layers * cfg.d_model + (cfg.repeats - 1) * cfg.n_layers
+    if cfg.residual == "unet":
+        return (cfg.n_layers // 2) * cfg.d_model  # per-channel skip weight per mirrored pair
+    if cfg.residual == "golf_attnres":
+        return cfg.n_layers * cfg.d_model  # one depth query per layer; keys carry no gain
     routers = (sublayers + 1) * 2 * cfg.d_model  # w and key gain, per sublayer + the readout
     if cfg.residual == "haares" and cfg.detail_bias == "learned":
         return routers + cfg.blocks  # beta in R^N
@@ -115,6 +121,8 @@ def param_count(cfg: ModelConfig) -> int:
     """Exact trainable parameter count of build_model(cfg) (tied embedding once), with no allocation."""
     d = cfg.d_model
     attn = d + 4 * d * d  # PreNorm gain, Wq Wk Wv Wo
+    attn += 2 if cfg.value_residual else 0  # value_mix
+    attn += cfg.n_heads * (d + 1) if cfg.attn_gate else 0  # gate_weight (H, d), gate_bias (H,)
     mlp = d + 3 * d * cfg.d_ff  # PreNorm gain, W1 W3 W2
     return cfg.vocab_size * d + cfg.n_layers * (attn + mlp) + d + _scheme_params(cfg)
 
@@ -124,11 +132,22 @@ def non_embedding_params(cfg: ModelConfig) -> int:
     return param_count(cfg) - cfg.vocab_size * cfg.d_model
 
 
+def effective_layers(cfg: ModelConfig) -> int:
+    """Layers a token passes through: n_layers, times repeats for depth recurrence."""
+    return cfg.n_layers * (cfg.repeats if cfg.residual == "recurrent" else 1)
+
+
 def model_flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
-    """Training FLOPs per token (performance.md): 6 N_non_emb + 6 L T d (attention) + 6 V d (tied head)."""
+    """Training FLOPs per token (performance.md): 6 N_non_emb + 6 L T d (attention) + 6 V d (tied head).
+
+    With depth recurrence every unique weight is applied `repeats` times, so the weight term and the
+    attention term scale with the effective depth (the loop embedding is an addition, not counted).
+    """
+    passes = effective_layers(cfg) // cfg.n_layers
     return float(
-        6 * non_embedding_params(cfg)
-        + 6 * cfg.n_layers * seq_len * cfg.d_model
+        6 * passes * (non_embedding_params(cfg) - _scheme_params(cfg))
+        + 6 * _scheme_params(cfg)
+        + 6 * effective_layers(cfg) * seq_len * cfg.d_model
         + 6 * cfg.vocab_size * cfg.d_model
     )
 
@@ -137,7 +156,9 @@ def source_memory_bytes(cfg: ModelConfig, batch_size: int, seq_len: int, bytes_p
     """Bytes held by materialised routing sources at the end of the forward pass.
 
     Block AttnRes keeps N+1 tensors (e, b_1..b_N) of B*T*d elements, HAARES 2N+1 (plus d_hat_1..d_hat_N;
-    counted for every HAARES ablation, as each routes a tensor through that slot); 0 for the others.
+    counted for every HAARES ablation, as each routes a tensor through that slot); golf_attnres keeps
+    G detached snapshots (e and the G-1 inner block ends); 0 for the others.
     """
-    slots = {"block_attnres": cfg.blocks + 1, "haares": 2 * cfg.blocks + 1}.get(cfg.residual, 0)
+    slots = {"block_attnres": cfg.blocks + 1, "haares": 2 * cfg.blocks + 1, "golf_attnres": cfg.golf_blocks}
+    slots = slots.get(cfg.residual, 0)
     return slots * batch_size * seq_len * cfg.d_model * bytes_per_elem

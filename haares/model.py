@@ -62,8 +62,30 @@ class RoPE(nn.Module):
         return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
 
 
+class SublayerContext:
+    """What one forward pass shares across sublayers when a backbone option needs per-pass state.
+
+    Made fresh by `GPT.forward` for every pass and handed to the scheme in place of the bare RoPE
+    (schemes pass it through untouched), so no state outlives a pass or lives in a global.
+      rope:        the model's RoPE module
+      value_first: the first attention sublayer's raw values (B, H, T, Dh), set by that sublayer
+                   (value_residual); None until then
+    """
+
+    def __init__(self, rope: RoPE) -> None:
+        self.rope = rope
+        self.value_first: torch.Tensor | None = None
+
+
 class Attention(nn.Module):
-    """Causal multi-head self-attention with its own PreNorm: f(h) = Wo Attn(RoPE(Wq x), RoPE(Wk x), Wv x), x = RMSNorm(h)."""
+    """Causal multi-head self-attention with its own PreNorm: f(h) = Wo Attn(RoPE(Wq x), RoPE(Wk x), Wv x), x = RMSNorm(h).
+
+    Options (docs/golf.md, PR #413), off by default and then absent from the module:
+      value_residual: v <- value_mix[0] v + value_mix[1] v_1, v_1 = the first attention sublayer's
+                      raw v of this pass; value_mix (2,) init (1, 0), so the option starts as a no-op
+      attn_gate:      y_head <- sigmoid(x . gate_weight[head] + gate_bias[head]) y_head per token;
+                      gate_weight (H, D) init 0, gate_bias (H,) init attn_gate_bias_init (4)
+    """
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -71,12 +93,43 @@ class Attention(nn.Module):
         self.norm = RMSNorm(cfg.d_model, eps=cfg.norm_eps)
         self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=False)  # Wq, Wk, Wv stacked
         self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
+        self.value_residual, self.attn_gate = cfg.value_residual, cfg.attn_gate
+        self.gate_bias_init = cfg.attn_gate_bias_init
+        # Plain Parameters, not nn.Linear: the backbone init draws from the generator for every
+        # nn.Linear, and these must not shift those draws (paired init across options).
+        if self.value_residual:
+            self.value_mix = nn.Parameter(torch.empty(2))
+        if self.attn_gate:
+            self.gate_weight = nn.Parameter(torch.empty(cfg.n_heads, cfg.d_model))  # (H, D)
+            self.gate_bias = nn.Parameter(torch.empty(cfg.n_heads))  # (H,)
 
-    def forward(self, h: torch.Tensor, rope: RoPE) -> torch.Tensor:
+    @torch.no_grad()
+    def reset_options(self) -> None:
+        """Initialise the option parameters (no random draws): identity value mix, gate near 1."""
+        if self.value_residual:
+            self.value_mix.copy_(torch.tensor([1.0, 0.0]))
+        if self.attn_gate:
+            self.gate_weight.zero_()
+            self.gate_bias.fill_(self.gate_bias_init)
+
+    def forward(self, h: torch.Tensor, rope: RoPE | SublayerContext) -> torch.Tensor:
         B, T, D = h.shape
-        q, k, v = self.qkv(self.norm(h)).split(D, dim=-1)  # 3 x (B, T, D)
+        # A SublayerContext arrives only when value_residual is on (GPT.forward decides).
+        ctx = rope if isinstance(rope, SublayerContext) else None
+        rope_fn = ctx.rope if ctx is not None else rope
+        x = self.norm(h)  # (B, T, D)
+        q, k, v = self.qkv(x).split(D, dim=-1)  # 3 x (B, T, D)
         q, k, v = (t.view(B, T, self.n_heads, D // self.n_heads).transpose(1, 2) for t in (q, k, v))  # (B, H, T, Dh)
-        y = F.scaled_dot_product_attention(rope(q), rope(k), v, is_causal=True)  # (B, H, T, Dh)
+        if self.value_residual:
+            if ctx is None:
+                raise ValueError("value_residual needs a SublayerContext; call the model, not a sublayer alone")
+            if ctx.value_first is None:
+                ctx.value_first = v  # the first attention sublayer of this pass caches its raw values
+            v = self.value_mix[0] * v + self.value_mix[1] * ctx.value_first
+        y = F.scaled_dot_product_attention(rope_fn(q), rope_fn(k), v, is_causal=True)  # (B, H, T, Dh)
+        if self.attn_gate:
+            gate = torch.sigmoid(x @ self.gate_weight.T + self.gate_bias)  # (B, T, H), per token and head
+            y = y * gate.transpose(1, 2).unsqueeze(-1)  # (B, H, T, Dh)
         return self.proj(y.transpose(1, 2).reshape(B, T, D))  # (B, T, D)
 
 
@@ -118,7 +171,9 @@ class GPT(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """idx, targets: (B, T) token ids -> logits (B, T, V) and mean cross-entropy in nats (or None)."""
         x = self.embed(idx)  # (B, T, D); no sqrt(d) scaling
-        h = self.residual(x, self.sublayers, self.rope)  # the scheme owns the depth loop
+        # Value residual needs per-pass state (layer 1's values); without it the bare RoPE goes in.
+        rope = SublayerContext(self.rope) if self.cfg.value_residual else self.rope
+        h = self.residual(x, self.sublayers, rope)  # the scheme owns the depth loop
         logits = self.norm(h) @ self.embed.weight.T  # tied head: (B, T, V)
         if targets is None:
             return logits, None
@@ -135,6 +190,8 @@ class GPT(nn.Module):
         | embed.weight (tied head)               | normal(0, cfg.init_std), backbone generator  |
         | Linear weights (qkv, proj, w1, w3, w2) | normal(0, cfg.init_std), backbone generator  |
         | RMSNorm gains (sublayer and final)     | 1                                            |
+        | attention value_mix (value_residual)   | (1, 0): v unchanged at init                  |
+        | attention gate_weight / gate_bias      | 0 / attn_gate_bias_init (gate = 0.982)       |
         | RoPE cos/sin tables                    | from rope_base and rope_max_len              |
         | scheme parameters (residual.*)         | residual.reset_parameters(scheme generator): |
         |   ReZero alpha                         |   0                                          |
@@ -142,6 +199,9 @@ class GPT(nn.Module):
         |   router query w / key-norm gain       |   0 / 1 (uniform routing at init)            |
         |   HAARES detail bias beta (learned)    |   cfg.detail_bias_init                       |
         |   random_sign signs (buffer)           |   Rademacher from cfg.sign_seed              |
+        |   recurrent loop_embed / cross_skip    |   0 / 0 (plain weight-shared loop at init)   |
+        |   unet skip_weight                     |   1 (as the parameter-golf baseline)         |
+        |   golf_attnres query                   |   0 (uniform over snapshots)                 |
 
         Backbone draws happen in a fixed order (embedding, then sublayers in order, each module's
         Linear layers in definition order) that does not involve the scheme, so for one seed every
@@ -157,6 +217,9 @@ class GPT(nn.Module):
                     module.weight.normal_(0.0, std, generator=gen)
                 elif isinstance(module, RMSNorm):
                     module.weight.fill_(1.0)
+        for sublayer in self.sublayers:
+            if isinstance(sublayer, Attention):
+                sublayer.reset_options()  # after the draws: the options take nothing from `gen`
         self.rope.reset_parameters()
         scheme_gen = torch.Generator(device="cpu").manual_seed(seed + SCHEME_SEED_OFFSET)
         self.residual.reset_parameters(scheme_gen)
@@ -180,4 +243,4 @@ def n_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-__all__ = ["GPT", "RMSNorm", "RoPE", "Attention", "SwiGLU", "build_model", "n_params"]
+__all__ = ["GPT", "RMSNorm", "RoPE", "Attention", "SublayerContext", "SwiGLU", "build_model", "n_params"]

@@ -33,6 +33,7 @@ from haares.config import RunConfig, TrainConfig
 from haares.errors import HaaresError
 from haares.fastpath import FastPath, apply_fast_path, autocast, matmul_precision, resolve_fast_path
 from haares.measure import TrainClock, code_version, device_name, peak_memory_bytes
+from haares.optim import Muon, MuonWithAdamW
 from haares.step import TrainStep
 
 # On CUDA a loss is read back (a device sync) only every this many steps, unless something else
@@ -155,16 +156,28 @@ def param_groups(model: nn.Module, train_cfg: TrainConfig) -> list[dict[str, Any
 
 def make_optimizer(
     model: nn.Module, train_cfg: TrainConfig, device: torch.device, *, capturable: bool = False
-) -> torch.optim.AdamW:
-    """AdamW over `param_groups`, constant lr, fused on CUDA; `capturable` for a CUDA-graph step."""
-    return torch.optim.AdamW(
-        param_groups(model, train_cfg),
+) -> torch.optim.AdamW | MuonWithAdamW:
+    """AdamW over `param_groups`, constant lr, fused on CUDA; `capturable` for a CUDA-graph step.
+
+    With train_cfg.optimizer == "muon", the "linear" group (the 2-D backbone Linear weights, chosen
+    by role) goes to Muon (muon_lr, muon_momentum, muon_ns_steps, decay weight_decay) and the other
+    groups (embedding/head, norms, scheme parameters) stay on this same AdamW.
+    """
+    groups = param_groups(model, train_cfg)
+    muon_groups = [g for g in groups if g["name"] == "linear"] if train_cfg.optimizer == "muon" else []
+    adamw = torch.optim.AdamW(
+        [g for g in groups if g not in muon_groups],
         lr=train_cfg.lr,
         betas=(train_cfg.beta1, train_cfg.beta2),
         eps=train_cfg.adam_eps,
         fused=device.type == "cuda",
         capturable=capturable,
     )
+    if train_cfg.optimizer != "muon":
+        return adamw
+    muon = Muon(muon_groups, lr=train_cfg.muon_lr, momentum=train_cfg.muon_momentum,
+                ns_steps=train_cfg.muon_ns_steps, weight_decay=train_cfg.weight_decay)
+    return MuonWithAdamW(muon, adamw)
 
 
 # --- steps and evaluation -------------------------------------------------------------------------

@@ -28,6 +28,19 @@ def test_auto_is_the_fast_path_on_cuda_and_the_reference_on_the_cpu():
     assert resolve_fast_path(explicit, CPU) == FastPath(router="fused", compile=False, cuda_graph=False)
 
 
+def test_auto_leaves_muon_steps_eager():
+    muon = TrainConfig(optimizer="muon")
+    assert resolve_fast_path(muon, CUDA) == FastPath(router="fused", compile=True, cuda_graph=False)
+    assert resolve_fast_path(TrainConfig(optimizer="muon", cuda_graph=True), CUDA).cuda_graph
+
+
+def test_new_fast_path_fields_stay_out_of_run_keys_at_their_defaults():
+    cfg = tiny_config()
+    assert "cuda_graph" not in cfg.to_json() and "router" not in cfg.to_json()
+    explicit = RunConfig.from_dict({**cfg.to_dict(), "train": {**cfg.to_dict()["train"], "router": "fused"}})
+    assert explicit.run_key() != cfg.run_key()
+
+
 def test_a_cuda_graph_on_the_cpu_and_an_unknown_router_are_config_errors():
     with pytest.raises(HaaresError, match="cuda_graph=true needs a CUDA device"):
         resolve_fast_path(TrainConfig(cuda_graph=True), CPU)

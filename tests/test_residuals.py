@@ -2,7 +2,8 @@
 the LayerScale depth rule, the reference router, a parity test of every scheme and ablation against
 a direct, unoptimised transcription of model-spec.md section 4.1, HAARES -> Block AttnRes when the
 detail bias goes to -inf, the stop-gradient on RMS matching, the fixed random signs, and a float64
-gradcheck of HAARES with RMS matching on.
+gradcheck of HAARES with RMS matching on. The parameter-golf schemes' parity references are in
+golf_reference.py (their other tests: test_golf.py).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import get_args
 
 import pytest
 import torch
+from golf_reference import GOLF_SCHEMES, golf_reference_stream
 
 import haares.residual.haares as haares_module
 from haares.config import ModelConfig, ResidualName
@@ -87,6 +89,8 @@ def reference_logits(model: GPT, idx: torch.Tensor) -> torch.Tensor:
         x = e
         for k in range(K):
             x = x + res.gamma[k] * f(k, x)
+    elif cfg.residual in GOLF_SCHEMES:
+        x = golf_reference_stream(model, e, f)
     else:
         N = cfg.blocks
         S = K // N
@@ -178,6 +182,7 @@ def test_build_residual_from_registry_has_expected_parameter_names(name):
         | {"readout.w", "readout.gain"},
     }
     expected["haares"] = expected["block_attnres"] | {"beta"}
+    expected |= {"golf_attnres": {"query"}, "recurrent": {"loop_embed", "cross_skip"}, "unet": {"skip_weight"}}
     assert names == expected[name]
 
 

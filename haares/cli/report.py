@@ -16,14 +16,17 @@ def register(app: typer.Typer) -> None:
 
 
 def report(
-    table: Annotated[int, typer.Option("--table", "-t", help="Paper table number, 3 to 12 (10 is analytic).")],
+    table: Annotated[
+        Optional[int],
+        typer.Option("--table", "-t", help="Paper table number, 3 to 12 (10 is analytic); leave out with --grid for that grid's own report."),
+    ] = None,
     grid: GridOption = None,
     fmt: FormatOption = "table",
     with_paper: Annotated[bool, typer.Option("--paper", help="Show the paper's stated numbers beside the measured ones.")] = False,
     plot: Annotated[Optional[Path], typer.Option("--plot", help="Also write training curves (val loss vs step) to this PNG.")] = None,
     db: DbOption = None,
 ) -> None:
-    """Rebuild the paper's table N from the runs in the database (see docs/reports.md for every column)."""
+    """Rebuild the paper's table N, or a grid's own report, from the runs in the database (see docs/reports.md)."""
     from haares.results.cli_entry import run_report
 
     run_report(table=table, grid_name=grid, fmt=fmt, with_paper=with_paper, plot=plot, db=db)

@@ -5,8 +5,11 @@ from __future__ import annotations
 from haares.config import ConfigError, ModelConfig
 from haares.residual.base import Residual
 from haares.residual.block_attnres import BlockAttnRes
+from haares.residual.golf_attnres import GolfAttnRes
 from haares.residual.haares import Haares
+from haares.residual.recurrent import Recurrent
 from haares.residual.simple import LayerScale, ReZero, Standard
+from haares.residual.unet import UNet
 
 RESIDUALS: dict[str, type[Residual]] = {
     "standard": Standard,
@@ -14,6 +17,10 @@ RESIDUALS: dict[str, type[Residual]] = {
     "layerscale": LayerScale,
     "block_attnres": BlockAttnRes,
     "haares": Haares,
+    # The parameter-golf records' schemes (docs/golf.md)
+    "golf_attnres": GolfAttnRes,
+    "recurrent": Recurrent,
+    "unet": UNet,
 }
 
 
@@ -24,4 +31,7 @@ def build_residual(cfg: ModelConfig) -> Residual:
     return RESIDUALS[cfg.residual](cfg)
 
 
-__all__ = ["RESIDUALS", "Residual", "build_residual", "BlockAttnRes", "Haares", "LayerScale", "ReZero", "Standard"]
+__all__ = [
+    "RESIDUALS", "Residual", "build_residual", "BlockAttnRes", "GolfAttnRes", "Haares", "LayerScale", "Recurrent",
+    "ReZero", "Standard", "UNet",
+]

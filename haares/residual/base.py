@@ -15,7 +15,8 @@ class Residual(nn.Module):
       x0:        token embeddings, (B, T, D)
       sublayers: nn.ModuleList of 2L pre-norm sublayers, attn/mlp alternating;
                  f(h, rope) -> (B, T, D)
-      rope:      the model's RoPE module, passed through to every sublayer
+      rope:      the model's RoPE module, or a per-pass `SublayerContext` wrapping it when a
+                 backbone option needs shared state (value_residual); passed through untouched
     Subclasses own their parameters and initialise them in reset_parameters(generator), which
     `GPT.init_weights` calls after the backbone, with a generator of the scheme's own.
     Routing schemes route only through `haares.residual.router` (route / Router).

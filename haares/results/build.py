@@ -33,8 +33,15 @@ def check_table(table: int) -> None:
         raise HaaresError(f"unknown table {table}; the paper's tables are 3 to 12 (try `haares report --table 4`)")
 
 
-def grid_for(table: int, grid: str | None) -> Grid | None:
-    """The grid a table reads (`grid` overrides the default); None for the analytic Table 10."""
+def grid_for(table: int | None, grid: str | None) -> Grid | None:
+    """The grid a table reads (`grid` overrides the default); None for the analytic Table 10.
+
+    `table` None asks for the grid's own report (seeds x methods), so `grid` is then required.
+    """
+    if table is None:
+        if not grid:
+            raise HaaresError("pass --table N (a paper table, 3 to 12) or --grid NAME (that grid's own report)")
+        return get_grid(grid)
     check_table(table)
     if table == 10:
         if grid:
@@ -56,7 +63,7 @@ def load_grid(engine: Engine, grid: Grid) -> tuple[pd.DataFrame, pd.DataFrame, l
     return tables.run_summary(runs, evals), evals, settings_caption(runs, total - len(runs))
 
 
-def build_report(engine: Engine | None, table: int, grid: Grid | None, *, with_paper: bool = False) -> Report:
+def build_report(engine: Engine | None, table: int | None, grid: Grid | None, *, with_paper: bool = False) -> Report:
     """Table `table` rebuilt from the database behind `engine` (neither is used for Table 10)."""
     if table == 10:
         from haares.results.build_cost import table10_report

@@ -14,8 +14,11 @@ from haares.results.cells import DASH, fmt, incomplete, name, with_paper_value
 from haares.results.render import Report, Section
 
 
-def seed_report(table: int, grid: Grid, summary: pd.DataFrame, caption: list[str], *, with_paper: bool) -> Report:
-    """Per cell: a seeds x methods table of best loss / PPL with mean and std, and paired deltas."""
+def seed_report(
+    table: int | None, grid: Grid, summary: pd.DataFrame, caption: list[str], *, with_paper: bool
+) -> Report:
+    """Per cell: a seeds x methods table of best loss / PPL with mean and std, and paired deltas;
+    with grid.report_bpb, the same two for bits per byte. `table` None: the grid's own report."""
     methods = tables.ordered(grid.methods, summary["method"])
     seeds = tables.ordered(grid.seeds, summary["seed"])
     cells = tables.ordered(grid.cells, summary["cell"])
@@ -33,19 +36,49 @@ def seed_report(table: int, grid: Grid, summary: pd.DataFrame, caption: list[str
         sections.append(_loss_section(f"{label}best validation loss / PPL", best, state, stats, key, with_paper))
         if not deltas.columns.empty:
             sections.append(_delta_section(f"{label}paired Δ vs {name(grid.baseline)}", deltas, dstats, key, with_paper))
+        if grid.report_bpb:
+            sections += _bpb_sections(label, part, methods, seeds, grid.baseline, key)
         overview.append((cell, stats, dstats))
     if len(cells) > 1:
         sections.insert(0, _overview_section(grid, methods, overview, with_paper))
     head = [
+        f"Grid {grid.name}: {grid.description}" if table is None else
         f"Table {table} rebuilt from grid {grid.name} ({grid.paper or 'no paper table'}): {grid.description}",
         "best = min validation loss over a run's evals (nats/token), PPL = exp(best); mean PPL = exp(mean best); "
         "std is the sample std (ddof=1)",
         f"Δ = method − {name(grid.baseline)} per seed (complete pairs only), then mean; sign holds = same strict sign in every seed",
         "* marks a mean over fewer seeds (or pairs) than the grid has; unfinished runs show their state",
     ]
+    if grid.report_bpb:
+        head.append("bpb = bits per UTF-8 byte of the validation text at the run's best-loss evaluation; Δ bpb likewise paired")
     if with_paper:
         head.append("[paper x] = the number the paper states in its text (its table cells were lost)")
-    return Report(f"Table {table}", head + caption, sections)
+    return Report(f"Grid {grid.name}" if table is None else f"Table {table}", head + caption, sections)
+
+
+def _bpb_sections(label, part, methods, seeds, baseline, key) -> list[Section]:
+    """Seeds x methods bits per byte (mean, std) and its paired deltas against the baseline."""
+    bpb, state = tables.seed_frames(part.assign(best=part["best_bpb"]), methods=methods, seeds=seeds)
+    stats = tables.column_stats(bpb)
+    index = pd.Index([str(s) for s in bpb.index] + ["mean", "std"], name="seed")
+    columns: dict[str, list[str]] = {}
+    records = []
+    for method in bpb.columns:
+        cells = [state.at[seed, method] or fmt(bpb.at[seed, method]) for seed in bpb.index]
+        records += [{"row": str(seed), "method": method, "bpb": bpb.at[seed, method]} for seed in bpb.index]
+        mean, std, n, expected = (stats.loc[method, k] for k in ("mean", "std", "n", "expected"))
+        flag = incomplete(n, expected, "seeds")
+        cells += [DASH if n == 0 else fmt(mean) + flag, "n/a" if n < 2 else fmt(std) + ("*" if flag else "")]
+        records += [{"row": "mean", "method": method, "bpb": mean, "n": int(n), "expected": int(expected)},
+                    {"row": "std", "method": method, "bpb": std, "n": int(n), "expected": int(expected)}]
+        columns[name(method)] = cells
+    sections = [Section(f"{label}bits per byte at the best-loss eval", pd.DataFrame(columns, index=index),
+                        pd.DataFrame(records))]
+    deltas = tables.paired_deltas(bpb, baseline=baseline)
+    if not deltas.columns.empty:
+        sections.append(_delta_section(f"{label}paired Δ bpb vs {name(baseline)}", deltas,
+                                       tables.delta_stats(deltas), key, with_paper=False))
+    return sections
 
 
 def _loss_section(title, best, state, stats, key, with_paper) -> Section:

@@ -14,10 +14,11 @@ from haares.results.render import FORMATS, print_rich, render
 
 
 def run_report(
-    *, table: int, grid_name: str | None, fmt: str = "table", with_paper: bool = False,
+    *, table: int | None, grid_name: str | None, fmt: str = "table", with_paper: bool = False,
     plot: Path | None = None, db: str | None = None,
 ) -> None:
-    """Print table `table` of grid `grid_name` (or the table's own grid) in `fmt`; optionally plot."""
+    """Print table `table` of grid `grid_name` (or the table's own grid; with no table, the grid's own
+    report) in `fmt`; optionally plot."""
     if fmt not in FORMATS:
         raise HaaresError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
     grid = build.grid_for(table, grid_name)

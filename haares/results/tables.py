@@ -42,17 +42,24 @@ def state_label(status: str, step: int, n_evals: int) -> str:
 
 
 def run_summary(runs: pd.DataFrame, evals: pd.DataFrame) -> pd.DataFrame:
-    """`runs` plus best (min eval val_loss, NaN without evals), ppl, n_evals, complete and state."""
+    """`runs` plus best (min eval val_loss, NaN without evals), ppl, n_evals, complete and state,
+    and best_bpb: val_bpb of the evaluation with the best loss (NaN where evals carry no val_bpb)."""
     if evals.empty:
-        per_job = pd.DataFrame(columns=["job_id", "best", "n_evals"])
+        per_job = pd.DataFrame(columns=["job_id", "best", "n_evals", "best_bpb"])
     else:
         per_job = evals.groupby("job_id").agg(best=("val_loss", "min"), n_evals=("val_loss", "size")).reset_index()
+        if "val_bpb" in evals:
+            at_best = evals.loc[evals.groupby("job_id")["val_loss"].idxmin(), ["job_id", "val_bpb"]]
+            per_job = per_job.merge(at_best.rename(columns={"val_bpb": "best_bpb"}), on="job_id", how="left")
+        else:
+            per_job["best_bpb"] = np.nan
     out = runs.merge(per_job, on="job_id", how="left")
     out["best"] = out["best"].astype("float64")
+    out["best_bpb"] = out["best_bpb"].astype("float64")
     out["n_evals"] = out["n_evals"].fillna(0).astype(int)
     out["complete"] = (out["status"] == "succeeded") & out["best"].notna()
     out["state"] = [state_label(s, k, n) for s, k, n in zip(out["status"], out["step"], out["n_evals"], strict=True)]
-    out.loc[~out["complete"], "best"] = np.nan
+    out.loc[~out["complete"], ["best", "best_bpb"]] = np.nan
     out["ppl"] = np.exp(out["best"])
     return out
 
