@@ -5,9 +5,9 @@
 #   first:  slots_check one slot then four; the smoke grid, the shakespeare_lr sweep and
 #           fastpath_check side by side; then the learning rate is chosen (lowest mean best val loss of Standard and HAARES
 #           at 500 steps) and shakespeare (48L cell first, then 24L, 12L) and shakespeare_ablations go in.
-#   always: `haares worker --slots 6 --time-limit` up to DEADLINE seconds into the allocation: it
-#           claims only what can finish in time and preempts the rest cleanly before the end (jobs
-#           back to queued as preempted, no retry spent); then `haares pack` writes OUTDIR/state.tgz.
+#   always: `haares worker --slots 8` until DEADLINE seconds into the allocation, then SIGTERM: running
+#           jobs checkpoint and go back to the queue as preempted (no retry spent); then `haares pack`
+#           writes OUTDIR/state.tgz (and the worker logs OUTDIR/logs.tgz).
 # Usage on the device machine: bash benchmarks/gpu_allocation.sh OUTDIR DEADLINE_S
 set -u
 OUT=${1:?outdir}; DEADLINE=${2:-540}
@@ -25,14 +25,18 @@ if [ ! -f /tmp/hh/queue.db ]; then
   $H enqueue --grid smoke --precision bf16 --priority 8
   $H enqueue --grid shakespeare_lr --priority 8
   $H enqueue --grid fastpath_check --priority 7
-  $H worker --gpu 0 --slots 8 --time-limit 200s > /tmp/logs/worker-checks.log 2>&1; echo "checks stopped after ${SECONDS}s"
+  $H worker --gpu 0 --slots 10 --time-limit 150s --checkpoint-margin 25 > /tmp/logs/worker-checks.log 2>&1
+  echo "checks stopped after ${SECONDS}s"
   python3 benchmarks/pick_lr.py /tmp/hh/queue.db > /tmp/logs/lr.txt; cat /tmp/logs/lr.txt
   LR=$(tail -1 /tmp/logs/lr.txt)
   python3 benchmarks/enqueue_shakespeare.py "$LR" >> /tmp/logs/lr.txt
 fi
 left=$((DEADLINE - SECONDS))
 echo "draining for ${left}s"
-$H worker --gpu 0 --slots 6 --time-limit "${left}s" > "/tmp/logs/worker-drain-$n.log" 2>&1
+# The drain ends with SIGTERM at the deadline (the worker preempts cleanly: checkpoint, back to queued,
+# no retry spent) rather than --time-limit: its claim estimate (attempt wall time over steps, start-up
+# included, x1.25) from 500-step runs refuses the 2,000-step runs that would in fact fit.
+timeout -s TERM "$left" $H worker --gpu 0 --slots 8 > "/tmp/logs/worker-drain-$n.log" 2>&1
 echo "drain stopped after ${SECONDS}s"
 $H status > "/tmp/logs/status-$n.txt" 2>&1
 $H pack "$OUT/state.tgz"
