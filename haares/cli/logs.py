@@ -93,7 +93,7 @@ def register(app: typer.Typer) -> None:
         from haares.jobs.db import make_engine
         from haares.settings import resolve_db_url
 
-        engine = make_engine(resolve_db_url(db))
+        engine = make_engine(resolve_db_url(db), read_only=True)
         try:
             attempt_no, path = attempt_log(engine=engine, job_id=job, attempt=attempt)
             if follow_:

@@ -18,7 +18,7 @@ def apply(op_name: str, *, db: str | None, job_ids: list[int] | None, grid: str 
     from haares.settings import resolve_db_url
 
     op: Callable[..., int] = getattr(admin, op_name)
-    engine = make_engine(resolve_db_url(db))
+    engine = make_engine(resolve_db_url(db), create=False)
     try:
         return op(engine=engine, job_ids=job_ids or None, grid=grid, fresh=fresh)
     finally:

@@ -49,11 +49,26 @@ def _refuse_newer(version: int) -> None:
         )
 
 
-def migrate(engine: Engine) -> int:
-    """Create or upgrade the schema to SCHEMA_VERSION; returns the version found before."""
+def check_schema(engine: Engine) -> int | None:
+    """For a read-only opening: None when the schema is current, the older version found otherwise.
+
+    HaaresError for an empty database (no haares tables) or a newer schema.
+    """
+    with read_tx(engine) as conn:
+        found = schema_version(conn)
+    if found == 0:
+        raise HaaresError("the database holds no haares queue yet; `haares enqueue --grid NAME` creates it")
+    _refuse_newer(found)
+    return None if found == SCHEMA_VERSION else found
+
+
+def migrate(engine: Engine, *, create: bool = True) -> int:
+    """Create (unless not `create`) or upgrade the schema to SCHEMA_VERSION; returns the version found before."""
     with read_tx(engine) as conn:
         found = schema_version(conn)
     _refuse_newer(found)
+    if found == 0 and not create:
+        raise HaaresError("the database holds no haares queue yet; `haares enqueue --grid NAME` creates it")
     if found == SCHEMA_VERSION:
         return found
 
