@@ -95,7 +95,8 @@ def fit_columns(rows: list[tuple], width: int) -> list[int]:
     keep = [i for i, col in enumerate(COLUMNS) if col in ALWAYS or any(str(r[i]) for r in rows)]
 
     def needed(cols: list[int]) -> int:
-        return sum(max([len(COLUMNS[i])] + [len(str(r[i])) for r in rows]) for i in cols) + 2 * (len(cols) - 1)
+        # Each column also takes two spaces of padding and one of rule; the table's edges take two.
+        return sum(max([len(COLUMNS[i])] + [len(str(r[i])) for r in rows]) for i in cols) + 3 * len(cols) + 2
 
     for col in DROP_ORDER:
         if needed(keep) <= width:
