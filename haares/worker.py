@@ -50,6 +50,33 @@ def parse_gpu(spec: str) -> str:
     raise HaaresError(f"--gpu must be 'cpu' or GPU indices such as 0 or 0,1; got {spec!r}")
 
 
+def visible_gpu_count() -> int:
+    """How many CUDA devices a child can be bound to here, as torch in a fresh process counts them.
+
+    A subprocess, because the worker itself never imports torch; CUDA_VISIBLE_DEVICES is removed since
+    the worker sets it per child. 0 when torch has no CUDA or the probe fails. Tests monkeypatch this.
+    """
+    env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
+    probe = "import torch; print(torch.cuda.device_count() if torch.cuda.is_available() else 0)"
+    try:
+        out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=120)
+        return int(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else 0
+    except (OSError, ValueError, IndexError, subprocess.TimeoutExpired):
+        return 0
+
+
+def check_gpu_visible(gpu: str) -> None:
+    """Refuse (HaaresError) a normalised --gpu naming a GPU this host does not have; "cpu" always passes."""
+    if gpu == "cpu":
+        return
+    count = visible_gpu_count()
+    missing = [i for i in gpu.split(",") if int(i) >= count]
+    if missing:
+        seen = f"{count} GPU(s), indices 0 to {count - 1}" if count else "no CUDA GPU (or a CPU-only torch build)"
+        raise HaaresError(f"--gpu {gpu}: this host has no GPU {', '.join(missing)}; torch sees {seen}. "
+                          "Use --gpu cpu, or see the README for a CUDA build of torch")
+
+
 @dataclass(frozen=True)
 class WorkerOptions:
     """How one worker runs. Times are seconds; tests scale the defaults by about 1/100."""
@@ -298,6 +325,7 @@ class Worker:
             HAARES_RESUME="0" if getattr(lease, "fresh", False) else "1",
             HAARES_EVENT_FD=str(write_fd),
             HAARES_PARENT_PID=str(self.pid),
+            HAARES_GPU=self.opt.gpu,  # what this worker promised; the child refuses to train on anything else
             PYTHONUNBUFFERED="1",
         )
         if self.opt.gpu == "cpu" and "OMP_NUM_THREADS" not in os.environ:
@@ -462,6 +490,8 @@ class Worker:
         if code == child.EXIT_PREEMPTED or (r.stop_reason in ("preempt", "db_down") and r.result is None):
             why = "worker stopped" if r.stop_reason == "preempt" else "database unreachable"
             return "preempted", {**base, "end_step": end_step, "error": f"preempted ({why})"}
+        if code == child.EXIT_DEVICE:
+            return "failed", {**base, "end_step": end_step, "error": r.error or "the child's device is not the worker's"}
         if code == child.EXIT_TERMINAL:
             return "failed", {**base, "end_step": end_step, "terminal": True,
                               "error": r.error or _last_log_line(r.log_path) or "terminal failure"}
@@ -498,6 +528,10 @@ class Worker:
                 outcome = "unrecorded"
         with self.lock:
             self.running.pop(r.job_id, None)
+        if r.proc.returncode == child.EXIT_DEVICE and not self.stop_requests:
+            # The device this worker promised is not there: claiming more would only fail them too.
+            self.reporter.message(f"job {r.job_id}: {r.error or 'device mismatch'}; this worker stops claiming")
+            self.request_stop("device mismatch")
         self.summary.add(outcome)
         self.reporter.finished(r, outcome, bool(wrote))
 
@@ -652,6 +686,7 @@ def run_worker(*, db_url: str, options: WorkerOptions, reporter: Reporter | None
     """Open the database (HaaresError if unusable) and run a worker until done; see Worker.run."""
     from haares.jobs.db import make_engine
 
+    check_gpu_visible(options.gpu)
     engine = make_engine(db_url)
     try:
         return Worker(engine=engine, options=options, reporter=reporter).run()

@@ -130,3 +130,5 @@ def register(app: typer.Typer) -> None:
             if isinstance(reporter, LiveReporter):
                 reporter.close()
         typer.echo(summary.line())
+        if summary.stopped_by == "device mismatch":
+            raise typer.Exit(1)
