@@ -192,8 +192,11 @@ def run_train(config: dict, events: EventPipe) -> int:
         events.send("device", name=name, pid=os.getpid(),
                     cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES", ""))
         should_stop = trainer.install_sigterm_handler()
+        sent: set[int] = set()
+
         def on_eval(point: object) -> None:
             events.send("eval", point=asdict(point) if is_dataclass(point) else dict(vars(point)))
+            sent.add(int(getattr(point, "step", -1)))
 
         def on_progress(step: int, loss: float, tokens_per_s: float) -> None:
             events.send("progress", step=step, loss=loss, tokens_per_s=tokens_per_s)
@@ -214,6 +217,11 @@ def run_train(config: dict, events: EventPipe) -> int:
             events.send("preempted", step=getattr(exc, "step", None))
             print(f"haares.child preempted at step {getattr(exc, 'step', '?')}", flush=True)
             return EXIT_PREEMPTED
+        # Evaluations restored from a checkpoint (a run that finished or progressed before, perhaps
+        # recorded in another database over the same results home) were never reported by this attempt.
+        for point in result.evals:
+            if point.step not in sent:
+                on_eval(point)
         events.send("result", result={
             "best_val_loss": result.best_val_loss,
             "best_step": result.best_step,
