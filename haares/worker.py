@@ -17,7 +17,6 @@ import random
 import re
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -28,7 +27,7 @@ from typing import Any, Protocol
 
 from haares import __version__, child
 from haares.errors import HaaresError
-from haares.settings import runs_dir
+from haares.settings import host_name, runs_dir
 
 log = logging.getLogger("haares.worker")
 
@@ -98,6 +97,8 @@ class WorkerOptions:
     lost_grace_s: float = 5.0
     """SIGTERM to SIGKILL for a child whose lease was taken over (another attempt may be running)."""
     kinds: tuple[str, ...] = ("train", "sleep")
+    checkpoint_grace_s: float = 600.0
+    """How long a job whose checkpoint another host holds waits for that host before this one restarts it."""
 
     def __post_init__(self) -> None:
         if self.slots < 1:
@@ -216,6 +217,31 @@ def run_dir_for(run_key: str) -> Path:
     return runs_dir() / run_key
 
 
+_CKPT_NAME = re.compile(r"^step_(\d{8,})\.ckpt$")  # haares.checkpoint's naming, read without importing torch
+
+
+def local_checkpoint_step(run_dir: Path) -> int:
+    """Step of the newest checkpoint file in run_dir/checkpoints on this host (0 if none)."""
+    try:
+        names = [p.name for p in (run_dir / "checkpoints").iterdir()]
+    except OSError:
+        return 0
+    return max((int(m.group(1)) for m in map(_CKPT_NAME.match, names) if m), default=0)
+
+
+def handoff_note(lease: Any, *, host: str, grace_s: float) -> str | None:
+    """Why this attempt cannot resume where the job stopped (its checkpoint is on a host whose files
+    this one cannot read), or None when it can (docs/worker.md, "Several hosts")."""
+    step = getattr(lease, "ckpt_step", None) or 0
+    if lease.kind != "train" or getattr(lease, "fresh", False) or step <= 0:
+        return None
+    here = local_checkpoint_step(run_dir_for(lease.run_key))
+    if here >= step:
+        return None
+    return (f"the checkpoint at step {step} is on host {lease.ckpt_host} ({lease.ckpt_dir}), not readable on {host}; "
+            f"after waiting {grace_s:g} s for that host, restarted from step {here}")
+
+
 class Worker:
     """One worker process's state. Use `run_worker` unless a test needs the pieces."""
 
@@ -223,7 +249,8 @@ class Worker:
         self.engine = engine
         self.opt = options
         self.reporter: Reporter = reporter or QuietReporter()
-        self.host = socket.gethostname()
+        # HAARES_HOST names this host where several share one hostname (containers, tests).
+        self.host = host_name()
         self.pid = os.getpid()
         self.worker_id = f"{self.host}:{self.pid}:{secrets.token_hex(3)}"
         self.summary = WorkerSummary(self.worker_id)
@@ -308,7 +335,7 @@ class Worker:
 
     # --- children ---------------------------------------------------------------------------
 
-    def _spawn(self, lease: Any) -> Running:
+    def _spawn(self, lease: Any, note: str | None = None) -> Running:
         run_dir = run_dir_for(lease.run_key)
         (run_dir / "logs").mkdir(parents=True, exist_ok=True)
         log_path = run_dir / "logs" / f"attempt-{lease.attempt_no}.log"
@@ -333,6 +360,9 @@ class Worker:
             env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // self.opt.slots))
         try:
             with open(log_path, "ab") as logf:
+                if note:
+                    logf.write(f"haares.worker: {note}\n".encode())
+                    logf.flush()
                 # Popen runs on the main thread only: PR_SET_PDEATHSIG fires when the spawning
                 # *thread* exits, so a short-lived spawning thread would kill the child early.
                 # A new session keeps a terminal's Ctrl-C away from children: the worker decides.
@@ -394,6 +424,9 @@ class Worker:
                 self._update_attempt(r, start_step=r.step)
         elif kind == "checkpoint":
             r.checkpoint_step = event.get("step")
+            if not r.lost and r.checkpoint_step is not None:
+                self._fenced(r, api.record_checkpoint, host=self.host, step=int(r.checkpoint_step),
+                             ckpt_dir=str(run_dir_for(r.lease.run_key)))
         elif kind == "result":
             r.result = event.get("result") or {}
         elif kind == "preempted":
@@ -555,10 +588,13 @@ class Worker:
     def _claim_one(self) -> Any:
         from haares.jobs.procs import process_start_time
 
+        # Jobs whose checkpoint another host recorded, but that this host's results home holds too.
+        readable = tuple(job_id for job_id, run_key, step in self.jobs.foreign_checkpoints(engine=self.engine, host=self.host)
+                         if local_checkpoint_step(run_dir_for(run_key)) >= step)
         return self.jobs.claim(
             engine=self.engine, worker_id=self.worker_id, host=self.host, pid=self.pid,
             pid_start=process_start_time(self.pid), gpu=self.opt.gpu, lease_ttl_s=self.opt.lease_ttl_s,
-            kinds=self.opt.kinds,
+            kinds=self.opt.kinds, ckpt_grace_s=self.opt.checkpoint_grace_s, readable=readable,
         )
 
     def _may_claim(self) -> bool:
@@ -575,8 +611,12 @@ class Worker:
             if lease is None:
                 return False
             self.summary.claimed += 1
+            note = handoff_note(lease, host=self.host, grace_s=self.opt.checkpoint_grace_s)
+            if note:
+                self.reporter.message(f"job {lease.job_id}: {note}")
+                self.jobs.record_restart(engine=self.engine, lease=lease, note=note)
             try:
-                r = self._spawn(lease)
+                r = self._spawn(lease, note)
             except OSError as exc:
                 self.jobs.finish(engine=self.engine, lease=lease, outcome="failed",
                                    error=f"could not start the child: {_one_line(exc)}")

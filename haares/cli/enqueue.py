@@ -101,15 +101,13 @@ def register(app: typer.Typer) -> None:
             Console().print(table)
             return
 
-        import socket
-
         from haares.jobs import enqueue_runs, make_engine, reap
         from haares.provenance import code_ref
-        from haares.settings import resolve_db_url
+        from haares.settings import host_name, resolve_db_url
 
         engine = make_engine(resolve_db_url(db))
         try:
-            reap(engine=engine, host=socket.gethostname())
+            reap(engine=engine, host=host_name())
             ref = code_ref()
             result = enqueue_runs(engine=engine, grid=grid, runs=runs, priority=priority, code_ref=ref)
         finally:

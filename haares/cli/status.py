@@ -27,15 +27,14 @@ def snapshot(*, engine: Any, grid: str | None, reaper: Any = None) -> dict[str, 
 
 def reap_quietly(engine: Any) -> None:
     """Requeue this host's dead workers' jobs and expired leases; best effort (workers reap too)."""
-    import socket
-
     from sqlalchemy.exc import DBAPIError
 
     from haares.errors import HaaresError
     from haares.jobs import reap
+    from haares.settings import host_name
 
     try:
-        reap(engine=engine, host=socket.gethostname())
+        reap(engine=engine, host=host_name())
     except (DBAPIError, HaaresError):
         pass  # e.g. a read-only database: status still shows what it can read
 
@@ -142,6 +141,8 @@ def render(snap: dict[str, Any], *, grid: str | None, width: int = 180) -> Any:
         for r in rows:
             table.add_row(*(r[i] for i in keep))
         parts.append(table)
+        for job in (j for j in snap["jobs"] if j.get("note") and name in j["grids"]):
+            parts.append(Text(f"  job {job['job_id']}: {job['note']}", style="yellow"))
         errors = [j for j in snap["jobs"] if j["state"] == "failed" and j["error"] and name in j["grids"]]
         for job in errors:
             parts.append(Text(f"  job {job['job_id']} failed: {job['error'].strip().splitlines()[-1][:160]}",

@@ -107,6 +107,10 @@ def register(app: typer.Typer) -> None:
         lease_ttl: Annotated[float, typer.Option("--lease-ttl", help="Seconds a lease lives without renewal.")] = 180.0,
         poll: Annotated[float, typer.Option("--poll", help="Seconds between claims on an idle queue (+-20%).")] = 10.0,
         grace: Annotated[float, typer.Option("--grace", help="Seconds from SIGTERM to SIGKILL for a child.")] = 120.0,
+        checkpoint_grace: Annotated[float, typer.Option(
+            "--checkpoint-grace",
+            help="Seconds a job whose checkpoint is on another host's disk waits for it before this worker restarts it.",
+        )] = 600.0,
     ) -> None:
         """Claim jobs and train each in a child process bound to one GPU (or the CPU).
 
@@ -122,6 +126,7 @@ def register(app: typer.Typer) -> None:
         options = WorkerOptions(
             gpu=parse_gpu(gpu), slots=slots, max_jobs=1 if once else max_jobs, wait=wait,
             heartbeat_s=heartbeat, lease_ttl_s=lease_ttl, poll_s=poll, grace_s=grace,
+            checkpoint_grace_s=checkpoint_grace,
         )
         reporter = LiveReporter(options.gpu) if sys.stdout.isatty() else LineReporter(options.gpu)
         try:

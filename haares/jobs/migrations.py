@@ -28,7 +28,15 @@ def _v1_to_v2(conn: Connection) -> None:
         index.create(conn, checkfirst=True)
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1_to_v2]
+def _v2_to_v3(conn: Connection) -> None:
+    """Record where a job's checkpoint is (host, folder, step) on the job and its attempts, and a note."""
+    for table, column, kind in [("jobs", "ckpt_host", "VARCHAR(255)"), ("jobs", "ckpt_dir", "TEXT"),
+                                ("jobs", "ckpt_step", "INTEGER"), ("jobs", "note", "TEXT"),
+                                ("attempts", "ckpt_dir", "TEXT"), ("attempts", "ckpt_step", "INTEGER")]:
+        conn.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN {column} {kind}"))
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1_to_v2, _v2_to_v3]
 """MIGRATIONS[i] takes a database from version i + 1 to i + 2."""
 assert len(MIGRATIONS) == SCHEMA_VERSION - 1, "append a migration when bumping SCHEMA_VERSION"
 

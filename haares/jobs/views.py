@@ -66,7 +66,7 @@ def job_rows(*, engine: Engine, grid: str | None = None) -> list[dict[str, Any]]
                 "max_retries": max(0, job.max_attempts - 1), "worker": job.lease_owner if running else None,
                 "gpu": job.gpu, "heartbeat_age_s": age, "kind": job.kind, "priority": job.priority,
                 "lost_count": job.lost_count, "cancel_requested": bool(job.cancel_requested),
-                "error": job.error_summary,
+                "error": job.error_summary, "note": job.note,
             }
         )
     return rows
