@@ -17,6 +17,7 @@ EXIT_OK = 0
 EXIT_TERMINAL = 65  # EX_DATAERR: NonFiniteLoss, bad config, CUDA OOM; not retried
 EXIT_PARENT_GONE = 70  # the worker died; nobody will record this attempt
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: checkpointed after SIGTERM; requeued without using a retry
+EXIT_DEVICE = 69  # EX_UNAVAILABLE: the device is not what the worker promised; nothing trained
 
 PR_SET_PDEATHSIG = 1
 SIGKILL = 9  # the same on every Linux architecture; importing `signal` costs the sleep child ~10 ms
@@ -113,13 +114,25 @@ def run_sleep(seconds: float, fd: int | None) -> int:
     return EXIT_OK
 
 
+class DeviceMismatch(Exception):
+    """The worker promised a GPU (HAARES_GPU) that this process cannot see: train nowhere else."""
+
+
 def pick_device() -> str:
-    """"cuda" when the worker gave us a GPU and torch sees one, else "cpu"."""
-    if os.environ.get("CUDA_VISIBLE_DEVICES", "") == "":
+    """"cuda" when the worker gave us a GPU, "cpu" for a CPU worker; DeviceMismatch when the promised
+    GPUs are not all visible (a CPU-only torch, a wrong index, a lost device)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+    promised = os.environ.get("HAARES_GPU", "cpu" if visible == "" else visible)
+    if promised == "cpu":
         return "cpu"
     import torch
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    wanted = len(promised.split(","))
+    seen = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if seen < wanted:
+        raise DeviceMismatch(f"the worker promised GPU {promised} but this process sees {seen} CUDA device(s) "
+                             f"(CUDA_VISIBLE_DEVICES={visible!r}, torch {torch.__version__}); not training on the CPU")
+    return "cuda"
 
 
 def device_name(device: str) -> str:
@@ -203,8 +216,11 @@ def run_train(config: dict, events: EventPipe) -> int:
         events.send("device", name=name, pid=os.getpid(),
                     cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES", ""))
         should_stop = trainer.install_sigterm_handler()
+        sent: set[int] = set()
+
         def on_eval(point: object) -> None:
             events.send("eval", point=asdict(point) if is_dataclass(point) else dict(vars(point)))
+            sent.add(int(getattr(point, "step", -1)))
 
         def on_progress(step: int, loss: float, tokens_per_s: float) -> None:
             events.send("progress", step=step, loss=loss, tokens_per_s=tokens_per_s)
@@ -235,6 +251,11 @@ def run_train(config: dict, events: EventPipe) -> int:
             return EXIT_PREEMPTED
         finally:
             sinks.close()
+        # Evaluations restored from a checkpoint (a run that finished or progressed before, perhaps
+        # recorded in another database over the same results home) were never reported by this attempt.
+        for point in result.evals:
+            if point.step not in sent:
+                on_eval(point)
         events.send("result", result={
             "best_val_loss": result.best_val_loss,
             "best_step": result.best_step,
@@ -245,6 +266,10 @@ def run_train(config: dict, events: EventPipe) -> int:
         return EXIT_OK
     except ParentGone:
         raise
+    except DeviceMismatch as exc:
+        print(f"haares.child: {exc}", file=sys.stderr, flush=True)
+        events.send("error", error=str(exc), terminal=False)
+        return EXIT_DEVICE
     except terminal as exc:
         traceback.print_exc()
         events.send("error", error=_last_line(exc), terminal=True)

@@ -15,6 +15,13 @@ from platformdirs import user_data_dir
 APP_NAME = "haares"
 
 
+def host_name() -> str:
+    """This host's name in the queue: `HAARES_HOST`, else the hostname (containers may share one)."""
+    import socket
+
+    return os.environ.get("HAARES_HOST") or socket.gethostname()
+
+
 def home() -> Path:
     """The results home: `HAARES_HOME`, else the per-user data dir."""
     raw = os.environ.get("HAARES_HOME")

@@ -17,7 +17,6 @@ import random
 import re
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -28,7 +27,7 @@ from typing import Any, Protocol
 
 from haares import __version__, child
 from haares.errors import HaaresError
-from haares.settings import runs_dir
+from haares.settings import host_name, runs_dir
 
 log = logging.getLogger("haares.worker")
 
@@ -48,6 +47,33 @@ def parse_gpu(spec: str) -> str:
     if _GPU_SPEC.match(text):
         return ",".join(str(int(part)) for part in text.split(","))
     raise HaaresError(f"--gpu must be 'cpu' or GPU indices such as 0 or 0,1; got {spec!r}")
+
+
+def visible_gpu_count() -> int:
+    """How many CUDA devices a child can be bound to here, as torch in a fresh process counts them.
+
+    A subprocess, because the worker itself never imports torch; CUDA_VISIBLE_DEVICES is removed since
+    the worker sets it per child. 0 when torch has no CUDA or the probe fails. Tests monkeypatch this.
+    """
+    env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
+    probe = "import torch; print(torch.cuda.device_count() if torch.cuda.is_available() else 0)"
+    try:
+        out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=120)
+        return int(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else 0
+    except (OSError, ValueError, IndexError, subprocess.TimeoutExpired):
+        return 0
+
+
+def check_gpu_visible(gpu: str) -> None:
+    """Refuse (HaaresError) a normalised --gpu naming a GPU this host does not have; "cpu" always passes."""
+    if gpu == "cpu":
+        return
+    count = visible_gpu_count()
+    missing = [i for i in gpu.split(",") if int(i) >= count]
+    if missing:
+        seen = f"{count} GPU(s), indices 0 to {count - 1}" if count else "no CUDA GPU (or a CPU-only torch build)"
+        raise HaaresError(f"--gpu {gpu}: this host has no GPU {', '.join(missing)}; torch sees {seen}. "
+                          "Use --gpu cpu, or see the README for a CUDA build of torch")
 
 
 @dataclass(frozen=True)
@@ -77,6 +103,8 @@ class WorkerOptions:
     """None: haares.timelimit.default_margin (60 s, at most a fifth of the limit)."""
     claim_fraction: float = 0.5
     """Under a time limit, a job with no time estimate is claimed only while more than this fraction remains."""
+    checkpoint_grace_s: float = 600.0
+    """How long a job whose checkpoint another host holds waits for that host before this one restarts it."""
 
     def __post_init__(self) -> None:
         if self.slots < 1:
@@ -207,6 +235,31 @@ def run_dir_for(run_key: str) -> Path:
     return runs_dir() / run_key
 
 
+_CKPT_NAME = re.compile(r"^step_(\d{8,})\.ckpt$")  # haares.checkpoint's naming, read without importing torch
+
+
+def local_checkpoint_step(run_dir: Path) -> int:
+    """Step of the newest checkpoint file in run_dir/checkpoints on this host (0 if none)."""
+    try:
+        names = [p.name for p in (run_dir / "checkpoints").iterdir()]
+    except OSError:
+        return 0
+    return max((int(m.group(1)) for m in map(_CKPT_NAME.match, names) if m), default=0)
+
+
+def handoff_note(lease: Any, *, host: str, grace_s: float) -> str | None:
+    """Why this attempt cannot resume where the job stopped (its checkpoint is on a host whose files
+    this one cannot read), or None when it can (docs/worker.md, "Several hosts")."""
+    step = getattr(lease, "ckpt_step", None) or 0
+    if lease.kind != "train" or getattr(lease, "fresh", False) or step <= 0:
+        return None
+    here = local_checkpoint_step(run_dir_for(lease.run_key))
+    if here >= step:
+        return None
+    return (f"the checkpoint at step {step} is on host {lease.ckpt_host} ({lease.ckpt_dir}), not readable on {host}; "
+            f"after waiting {grace_s:g} s for that host, restarted from step {here}")
+
+
 class Worker:
     """One worker process's state. Use `run_worker` unless a test needs the pieces."""
 
@@ -214,7 +267,8 @@ class Worker:
         self.engine = engine
         self.opt = options
         self.reporter: Reporter = reporter or QuietReporter()
-        self.host = socket.gethostname()
+        # HAARES_HOST names this host where several share one hostname (containers, tests).
+        self.host = host_name()
         self.pid = os.getpid()
         self.worker_id = f"{self.host}:{self.pid}:{secrets.token_hex(3)}"
         self.summary = WorkerSummary(self.worker_id)
@@ -308,7 +362,7 @@ class Worker:
 
     # --- children ---------------------------------------------------------------------------
 
-    def _spawn(self, lease: Any) -> Running:
+    def _spawn(self, lease: Any, note: str | None = None) -> Running:
         run_dir = run_dir_for(lease.run_key)
         (run_dir / "logs").mkdir(parents=True, exist_ok=True)
         log_path = run_dir / "logs" / f"attempt-{lease.attempt_no}.log"
@@ -326,6 +380,7 @@ class Worker:
             HAARES_EVENT_FD=str(write_fd),
             HAARES_PARENT_PID=str(self.pid),
             HAARES_RUN_LABELS=self._run_labels(lease),
+            HAARES_GPU=self.opt.gpu,  # what this worker promised; the child refuses to train on anything else
             PYTHONUNBUFFERED="1",
         )
         if self.opt.gpu == "cpu" and "OMP_NUM_THREADS" not in os.environ:
@@ -333,6 +388,9 @@ class Worker:
             env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // self.opt.slots))
         try:
             with open(log_path, "ab") as logf:
+                if note:
+                    logf.write(f"haares.worker: {note}\n".encode())
+                    logf.flush()
                 # Popen runs on the main thread only: PR_SET_PDEATHSIG fires when the spawning
                 # *thread* exits, so a short-lived spawning thread would kill the child early.
                 # A new session keeps a terminal's Ctrl-C away from children: the worker decides.
@@ -405,6 +463,9 @@ class Worker:
                                       f"{r.lease.step} here (it did not travel with the queue?)")
         elif kind == "checkpoint":
             r.checkpoint_step = event.get("step")
+            if not r.lost and r.checkpoint_step is not None:
+                self._fenced(r, api.record_checkpoint, host=self.host, step=int(r.checkpoint_step),
+                             ckpt_dir=str(run_dir_for(r.lease.run_key)))
         elif kind == "result":
             r.result = event.get("result") or {}
         elif kind == "preempted":
@@ -512,6 +573,8 @@ class Worker:
         if code == child.EXIT_PREEMPTED or (r.stop_reason in ("preempt", "db_down") and r.result is None):
             why = "worker stopped" if r.stop_reason == "preempt" else "database unreachable"
             return "preempted", {**base, "end_step": end_step, "error": f"preempted ({why})"}
+        if code == child.EXIT_DEVICE:
+            return "failed", {**base, "end_step": end_step, "error": r.error or "the child's device is not the worker's"}
         if code == child.EXIT_TERMINAL:
             return "failed", {**base, "end_step": end_step, "terminal": True,
                               "error": r.error or _last_log_line(r.log_path) or "terminal failure"}
@@ -548,6 +611,10 @@ class Worker:
                 outcome = "unrecorded"
         with self.lock:
             self.running.pop(r.job_id, None)
+        if r.proc.returncode == child.EXIT_DEVICE and not self.stop_requests:
+            # The device this worker promised is not there: claiming more would only fail them too.
+            self.reporter.message(f"job {r.job_id}: {r.error or 'device mismatch'}; this worker stops claiming")
+            self.request_stop("device mismatch")
         self.summary.add(outcome)
         self.reporter.finished(r, outcome, bool(wrote))
 
@@ -571,10 +638,14 @@ class Worker:
     def _claim_one(self) -> Any:
         from haares.jobs.procs import process_start_time
 
+        # Jobs whose checkpoint another host recorded, but that this host's results home holds too.
+        readable = tuple(job_id for job_id, run_key, step in self.jobs.foreign_checkpoints(engine=self.engine, host=self.host)
+                         if local_checkpoint_step(run_dir_for(run_key)) >= step)
         return self.jobs.claim(
             engine=self.engine, worker_id=self.worker_id, host=self.host, pid=self.pid,
             pid_start=process_start_time(self.pid), gpu=self.opt.gpu, lease_ttl_s=self.opt.lease_ttl_s,
-            kinds=self.opt.kinds, **self._fitting(),
+            kinds=self.opt.kinds, ckpt_grace_s=self.opt.checkpoint_grace_s, readable=readable,
+            **self._fitting(),
         )
 
     def _fitting(self) -> dict:
@@ -605,8 +676,12 @@ class Worker:
             if lease is None:
                 return False
             self.summary.claimed += 1
+            note = handoff_note(lease, host=self.host, grace_s=self.opt.checkpoint_grace_s)
+            if note:
+                self.reporter.message(f"job {lease.job_id}: {note}")
+                self.jobs.record_restart(engine=self.engine, lease=lease, note=note)
             try:
-                r = self._spawn(lease)
+                r = self._spawn(lease, note)
             except OSError as exc:
                 self.jobs.finish(engine=self.engine, lease=lease, outcome="failed",
                                    error=f"could not start the child: {_one_line(exc)}")
@@ -717,6 +792,7 @@ def run_worker(*, db_url: str, options: WorkerOptions, reporter: Reporter | None
     """Open the database (HaaresError if unusable) and run a worker until done; see Worker.run."""
     from haares.jobs.db import make_engine
 
+    check_gpu_visible(options.gpu)
     engine = make_engine(db_url)
     try:
         return Worker(engine=engine, options=options, reporter=reporter).run()

@@ -87,6 +87,7 @@ def test_version_1_database_is_migrated(db_url):
     engine = make_engine(db_url)
     [jid] = enqueue_sleep(engine=engine, count=1, seconds=0).job_ids
     with engine.begin() as conn:  # turn it back into a version-1 database
+        _drop_v3_columns(conn)
         conn.execute(sa.text("DROP INDEX ix_jobs_queued"))
         conn.execute(sa.text("DROP INDEX ix_grid_runs_job_id"))
         conn.execute(sa.text("ALTER TABLE jobs DROP COLUMN fresh_start"))
@@ -94,10 +95,36 @@ def test_version_1_database_is_migrated(db_url):
     engine.dispose()
     engine = make_engine(db_url)
     with engine.connect() as conn:
-        assert schema_version(conn) == 2
+        assert schema_version(conn) == SCHEMA_VERSION == 3
         names = {ix["name"] for ix in sa.inspect(conn).get_indexes("jobs")}
         assert "ix_jobs_queued" in names
         assert conn.execute(sa.select(Job.fresh_start).where(Job.id == jid)).scalar_one() is False
+        assert conn.execute(sa.select(Job.ckpt_host, Job.ckpt_step, Job.note).where(Job.id == jid)).one() == (None,) * 3
+    engine.dispose()
+
+
+V3_COLUMNS = [("jobs", "ckpt_host"), ("jobs", "ckpt_dir"), ("jobs", "ckpt_step"), ("jobs", "note"),
+              ("attempts", "ckpt_dir"), ("attempts", "ckpt_step")]
+
+
+def _drop_v3_columns(conn) -> None:  # noqa: ANN001
+    for table, column in V3_COLUMNS:
+        conn.execute(sa.text(f"ALTER TABLE {table} DROP COLUMN {column}"))
+
+
+def test_version_2_database_gains_the_checkpoint_columns(db_url):
+    engine = make_engine(db_url)
+    [jid] = enqueue_sleep(engine=engine, count=1, seconds=0).job_ids
+    with engine.begin() as conn:
+        _drop_v3_columns(conn)
+        conn.execute(sa.update(Meta).where(Meta.key == VERSION_KEY).values(value="2"))
+    engine.dispose()
+    engine = make_engine(db_url, read_only=True)  # a reading command upgrades a writable database too
+    with engine.connect() as conn:
+        assert schema_version(conn) == 3
+        columns = {(t, c["name"]) for t in ("jobs", "attempts") for c in sa.inspect(conn).get_columns(t)}
+        assert set(V3_COLUMNS) <= columns
+        assert conn.execute(sa.select(Job.status).where(Job.id == jid)).scalar_one() == "queued"
     engine.dispose()
 
 

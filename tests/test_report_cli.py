@@ -121,7 +121,15 @@ def test_plot_writes_a_png(sqlite_url, tmp_path):
 
 
 def test_empty_database_is_not_left_with_runs(sqlite_url, monkeypatch, capsys):
+    make_engine(sqlite_url).dispose()
     code, _, err = haares(monkeypatch, capsys, "report", "--table", "12", "--db", sqlite_url)
     assert code != 0 and "no runs of grid main48" in err
     with make_engine(sqlite_url).connect() as conn:
         assert conn.execute(select(func.count()).select_from(Job)).scalar_one() == 0
+
+
+def test_a_missing_database_is_not_created(tmp_path, monkeypatch, capsys):
+    path = tmp_path / "nothing-here" / "x.db"
+    code, out, err = haares(monkeypatch, capsys, "report", "--table", "12", "--db", f"sqlite:///{path}")
+    assert code == 2 and err.startswith("error: no database at ") and out == ""
+    assert not path.parent.exists()

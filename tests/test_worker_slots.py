@@ -72,6 +72,8 @@ def test_two_slots_run_concurrently_and_record_the_real_device(sqlite_url, tmp_p
 def test_bad_input_is_one_line_error(args, message, sqlite_url, home):
     if "--db" not in args:
         args = [*args, "--db", sqlite_url]
+    if args[0] == "logs":
+        make_engine(sqlite_url).dispose()  # reading commands refuse a missing database before looking for jobs
     proc = subprocess.run([HAARES, *args], capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0
     lines = proc.stderr.strip().splitlines()

@@ -64,6 +64,11 @@ def main() -> None:
         typer.echo("interrupted", err=True)
         sys.exit(130)
     except Exception as exc:
+        if _is_database_error(exc):
+            # A database that opened but fails later (damaged pages, a dropped server): one line, no traceback.
+            first = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+            typer.secho(f"error: database error: {first[0] if first else type(exc).__name__}", err=True, fg="red")
+            sys.exit(2)
         # Usage errors (missing option, bad value) arrive here in non-standalone mode. Typer may
         # vendor click, so recognise click's exceptions by what they offer, not by class.
         if callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None), int):
@@ -71,6 +76,12 @@ def main() -> None:
             sys.exit(exc.exit_code)
         raise
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _is_database_error(exc: BaseException) -> bool:
+    """A SQLAlchemy DBAPIError, checked without importing SQLAlchemy when no command loaded it."""
+    sa_exc = sys.modules.get("sqlalchemy.exc")
+    return sa_exc is not None and isinstance(exc, sa_exc.DBAPIError)
 
 
 if __name__ == "__main__":

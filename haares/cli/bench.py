@@ -7,6 +7,27 @@ from typing import Annotated, Optional
 import typer
 
 
+def check_bench_args(
+    *, family: str, layers: int, blocks: int, schemes: str, precision: str, steps: int, warmup: int
+) -> None:
+    """Every configuration the bench would build, checked before the first one runs (HaaresError/ConfigError)."""
+    from haares.errors import HaaresError
+    from haares.grids import family as model_family
+
+    if family not in ("small", "medium", "large"):
+        raise HaaresError(f"unknown family {family!r}; use small, medium or large")
+    if steps < 1 or warmup < 0:
+        raise HaaresError(f"--steps must be at least 1 and --warmup at least 0; got {steps} and {warmup}")
+    bad = [p for p in precision.split(",") if p.strip() not in ("fp32", "bf16")]
+    if bad:
+        raise HaaresError(f"unknown precision {bad[0]!r}; use fp32, bf16 or fp32,bf16")
+    names = [s.strip() for s in schemes.split(",") if s.strip()]
+    if not names:
+        raise HaaresError("--schemes is empty; give e.g. standard,block_attnres,haares")
+    for scheme in names:
+        model_family(family, layers, residual=scheme, blocks=blocks)  # ConfigError names what is wrong
+
+
 def bench(
     family: Annotated[str, typer.Option(help="Model family: small, medium or large.")] = "medium",
     layers: Annotated[int, typer.Option(help="Transformer layers.")] = 48,
@@ -35,14 +56,17 @@ def bench(
     from haares import bench as bench_mod
     from haares.errors import HaaresError
 
-    if family not in ("small", "medium", "large"):
-        raise HaaresError(f"unknown family {family!r}; use small, medium or large")
+    check_bench_args(family=family, layers=layers, blocks=blocks, schemes=schemes, precision=precision,
+                     steps=steps, warmup=warmup)
+    from haares.cli.run import check_device
+
+    device = check_device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     argv = [
         "--family", family, "--layers", str(layers), "--blocks", str(blocks), "--schemes", schemes,
         "--precision", precision, "--router", router, "--compile", compile, "--cuda-graph", cuda_graph,
         "--batch-size", str(batch_size),
         "--seq-len", str(seq_len), "--steps", str(steps), "--warmup", str(warmup),
-        "--device", device or ("cuda" if torch.cuda.is_available() else "cpu"),
+        "--device", device,
     ]
     if json_out:
         argv += ["--json", json_out]

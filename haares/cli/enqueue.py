@@ -32,6 +32,26 @@ def config_overrides(
     return {path: value for path, value in pairs.items() if value is not None}
 
 
+def merge_overrides(flags: dict[str, Any], *, sets: list[str] | None, path: str | None) -> dict[str, Any]:
+    """The flag overrides plus `--set key=value` ones and `--path` (data.path, made absolute).
+
+    The same key given twice (say --steps and --set train.steps) is a HaaresError: which should win?
+    """
+    from pathlib import Path
+
+    from haares.config import parse_override
+
+    extra = [parse_override(text) for text in sets or []]
+    if path is not None:
+        extra.append(("data.path", str(Path(path).expanduser().resolve())))
+    merged = dict(flags)
+    for key, value in extra:
+        if key in merged:
+            raise HaaresError(f"{key} is given twice (by --set, --path or its own option); give it once")
+        merged[key] = value
+    return merged
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def enqueue(
@@ -43,11 +63,22 @@ def register(app: typer.Typer) -> None:
         ] = None,
         seeds: Annotated[Optional[str], typer.Option(help="Only these of the grid's seeds, e.g. 42,123.")] = None,
         precision: Annotated[Optional[str], typer.Option(help="fp32 or bf16 (changes run keys).")] = None,
+        sets: Annotated[
+            Optional[list[str]],
+            typer.Option("--set", help="Config override key=value for every run, repeatable (changes run keys)."),
+        ] = None,
+        path: Annotated[
+            Optional[str],
+            typer.Option("--path", help="Local dataset file or hub-shaped folder, as workers see it (changes run keys)."),
+        ] = None,
         priority: Annotated[int, typer.Option(help="Higher runs first.")] = 0,
         dry_run: Annotated[bool, typer.Option("--dry-run", help="List the runs; write nothing.")] = False,
         db: DbOption = None,
     ) -> None:
-        """Expand a grid into paired runs and add them to the queue (a second call adds nothing)."""
+        """Expand a grid into paired runs and add them to the queue (a second call adds nothing).
+
+        On hosts without the Hugging Face hub, --path points every run at local files (see the README).
+        """
         from rich.console import Console
         from rich.table import Table
 
@@ -56,8 +87,10 @@ def register(app: typer.Typer) -> None:
         runs = expand(
             get_grid(grid),
             seeds=parse_seeds(seeds),
-            overrides=config_overrides(steps=steps, eval_every=eval_every, eval_tokens=eval_tokens,
-                                       precision=precision),
+            overrides=merge_overrides(
+                config_overrides(steps=steps, eval_every=eval_every, eval_tokens=eval_tokens, precision=precision),
+                sets=sets, path=path,
+            ),
         )
         if dry_run:
             table = Table(title=f"{grid}: {len(runs)} runs (dry run, nothing written)")
@@ -68,15 +101,13 @@ def register(app: typer.Typer) -> None:
             Console().print(table)
             return
 
-        import socket
-
         from haares.jobs import enqueue_runs, make_engine, reap
         from haares.provenance import code_ref
-        from haares.settings import resolve_db_url
+        from haares.settings import host_name, resolve_db_url
 
         engine = make_engine(resolve_db_url(db))
         try:
-            reap(engine=engine, host=socket.gethostname())
+            reap(engine=engine, host=host_name())
             ref = code_ref()
             result = enqueue_runs(engine=engine, grid=grid, runs=runs, priority=priority, code_ref=ref)
         finally:

@@ -30,12 +30,14 @@ def attempt_log(*, engine: Any, job_id: int, attempt: int | None = None) -> tupl
         if conn.execute(sa.select(Job.id).where(Job.id == job_id)).first() is None:
             raise HaaresError(f"no job {job_id}; `haares status` lists job ids")
         query = sa.select(Attempt.attempt_no, Attempt.log_path).where(Attempt.job_id == job_id)
+        runs = conn.execute(sa.select(sa.func.max(Attempt.attempt_no)).where(Attempt.job_id == job_id)).scalar()
         if attempt is not None:
             query = query.where(Attempt.attempt_no == attempt)
         row = conn.execute(query.order_by(Attempt.attempt_no.desc()).limit(1)).first()
+    if row is None and not runs:
+        raise HaaresError(f"job {job_id} has no attempt yet; it has not been claimed by a worker")
     if row is None:
-        which = f"attempt {attempt}" if attempt is not None else "any attempt"
-        raise HaaresError(f"job {job_id} has no {which} yet; it has not been claimed by a worker")
+        raise HaaresError(f"job {job_id} has no attempt {attempt}: it ran {runs} attempt(s), numbered 1 to {runs}")
     if not row.log_path:
         raise HaaresError(f"job {job_id} attempt {row.attempt_no} has no log recorded")
     return int(row.attempt_no), Path(row.log_path)
@@ -93,7 +95,7 @@ def register(app: typer.Typer) -> None:
         from haares.jobs.db import make_engine
         from haares.settings import resolve_db_url
 
-        engine = make_engine(resolve_db_url(db))
+        engine = make_engine(resolve_db_url(db), read_only=True)
         try:
             attempt_no, path = attempt_log(engine=engine, job_id=job, attempt=attempt)
             if follow_:

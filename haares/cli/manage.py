@@ -13,14 +13,21 @@ JobIds = Annotated[Optional[list[int]], typer.Argument(help="Job ids (see `haare
 
 
 def apply(op_name: str, *, db: str | None, job_ids: list[int] | None, grid: str | None, fresh: bool = False) -> int:
-    """Open the database and run one admin operation of haares.jobs.admin; returns jobs changed."""
+    """Open the database and run one admin operation of haares.jobs.admin; returns jobs changed.
+
+    Changing nothing is a mistake (HaaresError saying what state the jobs are in and what the operation takes).
+    """
+    from haares.errors import HaaresError
     from haares.jobs import admin, make_engine
     from haares.settings import resolve_db_url
 
     op: Callable[..., int] = getattr(admin, op_name)
-    engine = make_engine(resolve_db_url(db))
+    engine = make_engine(resolve_db_url(db), create=False)
     try:
-        return op(engine=engine, job_ids=job_ids or None, grid=grid, fresh=fresh)
+        changed = op(engine=engine, job_ids=job_ids or None, grid=grid, fresh=fresh)
+        if changed == 0:
+            raise HaaresError(admin.why_unchanged(engine=engine, op=op_name, job_ids=job_ids or None, grid=grid))
+        return changed
     finally:
         engine.dispose()
 

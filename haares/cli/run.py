@@ -36,7 +36,10 @@ def resolve_run(
             raise HaaresError(f"grid {grid!r} has several cells; pass --cell, one of: {', '.join(cells)}")
         cell = cells[0]
     elif cell not in spec_grid.cells:
-        raise HaaresError(f"grid {grid!r} has no cell {cell!r}; its cells: {', '.join(c for c in cells if c)}")
+        named = [c for c in cells if c]
+        if not named:
+            raise HaaresError(f"grid {grid!r} has no cells; drop --cell {cell}")
+        raise HaaresError(f"grid {grid!r} has no cell {cell!r}; its cells: {', '.join(named)}")
     overrides = dict(parse_override(text) for text in (sets or []))
     runs = expand(spec_grid, seeds=(seed,), overrides=overrides)
     return next(r for r in runs if r.method == method and r.cell == cell)
@@ -59,6 +62,22 @@ def resume_command(
     return shlex.join(args)
 
 
+def check_device(device: str) -> str:
+    """`device` if torch can use it here, else a one-line HaaresError (before any data is prepared)."""
+    import torch
+
+    kind, _, index = device.partition(":")
+    if kind == "cpu" and not index:
+        return device
+    if kind != "cuda" or (index and not index.isdigit()):
+        raise HaaresError(f"--device {device!r}: use cpu, cuda or cuda:N")
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if int(index or 0) >= count:
+        raise HaaresError(f"--device {device}: torch sees {count} CUDA device(s) here "
+                          f"(torch {torch.__version__}); use --device cpu, or see the README for a CUDA build")
+    return device
+
+
 def run_foreground(
     spec: RunSpec, *, device: str | None, run_dir: Path | None, fresh: bool, resume_hint: str = "haares run ..."
 ) -> int:
@@ -76,7 +95,7 @@ def run_foreground(
     from haares.sinks import RunInfo, RunLabel, default_sinks
 
     cfg = spec.config
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = check_device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     run_dir = run_dir or runs_dir() / cfg.run_key()
     # soft_wrap: messages stay one line each (log files, grep), whatever the terminal width.
     console = Console(stderr=True, soft_wrap=True)
@@ -86,6 +105,11 @@ def run_foreground(
     )
     # Prepare (and cache) the data here, with its progress bars; train() then reads the cache.
     prepare(cfg.data, progress=True)
+    from haares.checkpoint import list_checkpoints
+
+    found = [] if fresh else list_checkpoints(run_dir / "checkpoints")
+    if found:
+        console.print(f"resuming from step {found[-1][0]} (checkpoint {found[-1][1]}); --fresh starts over")
 
     progress = Progress(
         TextColumn("[bold]{task.description}"),
@@ -159,7 +183,10 @@ def register(app: typer.Typer) -> None:
         ] = None,
         fresh: Annotated[bool, typer.Option("--fresh", help="Ignore existing checkpoints and start over.")] = False,
     ) -> None:
-        """Train one run of a grid in the foreground (no queue); Ctrl-C checkpoints, rerun to resume."""
+        """Train one run of a grid in the foreground (no queue); Ctrl-C checkpoints, rerun to resume.
+
+        Its results stay in the run folder: they never reach the queue database or `haares report`.
+        """
         spec = resolve_run(grid=grid, method=method, seed=seed, cell=cell, sets=sets)
         hint = resume_command(
             grid=grid, method=method, seed=seed, cell=cell, sets=sets, device=device, run_dir=run_dir

@@ -15,14 +15,50 @@ STATE_STYLE = {"queued": "white", "running": "cyan", "succeeded": "green", "fail
                "cancelled": "magenta", "held": "yellow"}
 
 
-def snapshot(*, engine: Any, grid: str | None) -> dict[str, Any]:
-    """Reap (this host's dead workers, expired leases), then {"grids": {grid: {state: n}}, "jobs": [...]}."""
-    import socket
+def snapshot(*, engine: Any, grid: str | None, reaper: Any = None) -> dict[str, Any]:
+    """Reap with `reaper` (a writable engine; None where the database is read-only here), then
+    {"grids": {grid: {state: n}}, "jobs": [...]} read through `engine`."""
+    if reaper is not None:
+        reap_quietly(reaper)
+    from haares.jobs import job_rows, state_counts
 
-    from haares.jobs import job_rows, reap, state_counts
-
-    reap(engine=engine, host=socket.gethostname())
     return {"grids": state_counts(engine=engine, grid=grid), "jobs": job_rows(engine=engine, grid=grid)}
+
+
+def reap_quietly(engine: Any) -> None:
+    """Requeue this host's dead workers' jobs and expired leases; best effort (workers reap too)."""
+    from sqlalchemy.exc import DBAPIError
+
+    from haares.errors import HaaresError
+    from haares.jobs import reap
+    from haares.settings import host_name
+
+    try:
+        reap(engine=engine, host=host_name())
+    except (DBAPIError, HaaresError):
+        pass  # e.g. a read-only database: status still shows what it can read
+
+
+def open_engines(url: str) -> tuple[Any, Any]:
+    """(reader, reaper): a read-only engine that never creates anything, and a writable one for
+    reaping, or None where the database cannot be written from here."""
+    from haares.errors import HaaresError
+    from haares.jobs import make_engine
+
+    reader = make_engine(url, read_only=True)
+    try:
+        reaper = make_engine(url, create=False)
+    except HaaresError:
+        reaper = None
+    return reader, reaper
+
+
+def check_grid(grid: str | None, snap: dict[str, Any]) -> None:
+    """A grid that is neither defined nor in the database is a mistake (HaaresError), not an empty table."""
+    from haares.grids import GRIDS, get_grid
+
+    if grid is not None and grid not in GRIDS and not snap["jobs"]:
+        get_grid(grid)  # raises the one-line "unknown grid" error listing the known grids
 
 
 def _num(value: float | None, fmt: str) -> str:
@@ -45,7 +81,30 @@ def heartbeat_style(age_s: float | None, *, interval_s: float, ttl_s: float) -> 
     return "red" if age_s > ttl_s else "yellow" if age_s > 2 * interval_s else "green"
 
 
-def render(snap: dict[str, Any], *, grid: str | None) -> Any:
+COLUMNS = ("job", "cell", "method", "seed", "state", "step", "last val", "best val", "tok/s", "ETA", "worker",
+           "GPU", "beat")
+ALWAYS = {"job", "method", "seed", "state", "step"}
+DROP_ORDER = ("worker", "last val", "tok/s", "beat", "cell", "ETA", "GPU", "best val")
+"""Columns given up, first to last, until a table fits the terminal (the rest are never cut)."""
+
+
+def fit_columns(rows: list[tuple], width: int) -> list[int]:
+    """Indices of the columns to show: those that hold something, minus DROP_ORDER's first ones until
+    the widest cell of each (or its header) plus the gaps fits `width`, so no cell is truncated."""
+    keep = [i for i, col in enumerate(COLUMNS) if col in ALWAYS or any(str(r[i]) for r in rows)]
+
+    def needed(cols: list[int]) -> int:
+        # Each column also takes two spaces of padding and one of rule; the table's edges take two.
+        return sum(max([len(COLUMNS[i])] + [len(str(r[i])) for r in rows]) for i in cols) + 3 * len(cols) + 2
+
+    for col in DROP_ORDER:
+        if needed(keep) <= width:
+            break
+        keep = [i for i in keep if COLUMNS[i] != col]
+    return keep
+
+
+def render(snap: dict[str, Any], *, grid: str | None, width: int = 180) -> Any:
     """A rich renderable: per grid, counts by state and one row per (cell, method, seed) run."""
     from rich import box
     from rich.console import Group
@@ -58,9 +117,6 @@ def render(snap: dict[str, Any], *, grid: str | None) -> Any:
     if not snap["jobs"]:
         return Text("no jobs" + (f" in grid {grid}" if grid else "") + "; add some with `haares enqueue --grid NAME`")
     parts: list[Any] = []
-    columns = ("job", "cell", "method", "seed", "state", "step", "last val", "best val", "tok/s", "ETA", "worker",
-               "GPU", "beat")
-    always = {"job", "method", "seed", "state", "step"}
     for name, counts in snap["grids"].items():
         rows = []
         for job in snap["jobs"]:
@@ -76,15 +132,17 @@ def render(snap: dict[str, Any], *, grid: str | None) -> Any:
                 _num(job["tokens_per_s"], ",.0f"), _duration(job["eta_s"]), job["worker"] or "", job["gpu"] or "",
                 Text(_duration(age), style=heartbeat_style(age, interval_s=HEARTBEAT_INTERVAL_S, ttl_s=LEASE_TTL_S)),
             ))
-        # Show only columns that hold something, so a queue of 80 columns' width stays readable.
-        keep = [i for i, col in enumerate(columns) if col in always or any(str(r[i]) for r in rows)]
+        keep = fit_columns(rows, width)
         summary = ", ".join(f"{n} {state}" for state, n in counts.items())
         table = Table(title=f"{name}: {summary}", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
         for i in keep:
-            table.add_column(columns[i], justify="right" if columns[i] in ("job", "seed", "step", "tok/s") else "left")
+            table.add_column(COLUMNS[i], no_wrap=True,
+                             justify="right" if COLUMNS[i] in ("job", "seed", "step", "tok/s") else "left")
         for r in rows:
             table.add_row(*(r[i] for i in keep))
         parts.append(table)
+        for job in (j for j in snap["jobs"] if j.get("note") and name in j["grids"]):
+            parts.append(Text(f"  job {job['job_id']}: {job['note']}", style="yellow"))
         errors = [j for j in snap["jobs"] if j["state"] == "failed" and j["error"] and name in j["grids"]]
         for job in errors:
             parts.append(Text(f"  job {job['job_id']} failed: {job['error'].strip().splitlines()[-1][:160]}",
@@ -103,28 +161,31 @@ def register(app: typer.Typer) -> None:
         """Show jobs per grid: state, step, val loss, tokens/s, ETA, worker, GPU and heartbeat age."""
         from rich.console import Console
 
-        from haares.jobs import make_engine
         from haares.settings import resolve_db_url
 
-        engine = make_engine(resolve_db_url(db))
+        engine, reaper = open_engines(resolve_db_url(db))
         try:
+            first = snapshot(engine=engine, grid=grid, reaper=reaper)
+            check_grid(grid, first)
             if as_json:
-                typer.echo(json.dumps(snapshot(engine=engine, grid=grid), default=str))
+                typer.echo(json.dumps(first, default=str))
                 return
             # Piped or logged output gets a wide table instead of rich's 80-column default.
             console = Console() if sys.stdout.isatty() else Console(width=180)
             if not watch:
-                console.print(render(snapshot(engine=engine, grid=grid), grid=grid))
+                console.print(render(first, grid=grid, width=console.width))
                 return
             from rich.live import Live
 
             try:
-                with Live(render(snapshot(engine=engine, grid=grid), grid=grid), console=console,
-                          auto_refresh=False) as live:
+                with Live(render(first, grid=grid, width=console.width), console=console, auto_refresh=False) as live:
                     while True:
                         time.sleep(2.0)
-                        live.update(render(snapshot(engine=engine, grid=grid), grid=grid), refresh=True)
+                        snap = snapshot(engine=engine, grid=grid, reaper=reaper)
+                        live.update(render(snap, grid=grid, width=console.width), refresh=True)
             except KeyboardInterrupt:
                 pass
         finally:
             engine.dispose()
+            if reaper is not None:
+                reaper.dispose()

@@ -116,6 +116,10 @@ def register(app: typer.Typer) -> None:
         claim_fraction: Annotated[float, typer.Option(
             "--claim-fraction", help="Under --time-limit, claim a job whose duration cannot be estimated only "
             "while more than this fraction of the limit remains.")] = 0.5,
+        checkpoint_grace: Annotated[float, typer.Option(
+            "--checkpoint-grace",
+            help="Seconds a job whose checkpoint is on another host's disk waits for it before this worker restarts it.",
+        )] = 600.0,
     ) -> None:
         """Claim jobs and train each in a child process bound to one GPU (or the CPU).
 
@@ -134,6 +138,7 @@ def register(app: typer.Typer) -> None:
             heartbeat_s=heartbeat, lease_ttl_s=lease_ttl, poll_s=poll, grace_s=grace,
             time_limit_s=parse_duration(time_limit) if time_limit is not None else None,
             checkpoint_margin_s=checkpoint_margin, claim_fraction=claim_fraction,
+            checkpoint_grace_s=checkpoint_grace,
         )
         reporter = LiveReporter(options.gpu) if sys.stdout.isatty() else LineReporter(options.gpu)
         try:
@@ -142,3 +147,5 @@ def register(app: typer.Typer) -> None:
             if isinstance(reporter, LiveReporter):
                 reporter.close()
         typer.echo(summary.line())
+        if summary.stopped_by == "device mismatch":
+            raise typer.Exit(1)

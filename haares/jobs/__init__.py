@@ -6,6 +6,7 @@ The public API (shared with the worker, see docs/queue.md) is re-exported here. 
 from haares.jobs.admin import cancel, hold, release, retry
 from haares.jobs.db import db_now, make_engine, run_write, write_tx
 from haares.jobs.enqueue import EnqueueResult, enqueue_runs, enqueue_sleep
+from haares.jobs.handoff import foreign_checkpoints, record_checkpoint, record_restart
 from haares.jobs.lease import Beat, Lease, claim, finish, heartbeat, record_eval, set_attempt_device
 from haares.jobs.procs import pid_alive, process_start_time
 from haares.jobs.reaper import reap
@@ -13,6 +14,7 @@ from haares.jobs.views import grid_labels, job_rows, state_counts
 
 __all__ = [
     "Beat", "EnqueueResult", "Lease", "cancel", "claim", "db_now", "enqueue_runs", "enqueue_sleep", "finish",
-    "grid_labels", "heartbeat", "hold", "job_rows", "make_engine", "pid_alive", "process_start_time", "reap",
-    "record_eval", "release", "retry", "run_write", "set_attempt_device", "state_counts", "write_tx",
+    "foreign_checkpoints", "grid_labels", "heartbeat", "hold", "job_rows", "make_engine", "pid_alive",
+    "process_start_time", "reap", "record_checkpoint", "record_eval", "record_restart", "release", "retry",
+    "run_write", "set_attempt_device", "state_counts", "write_tx",
 ]

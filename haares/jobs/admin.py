@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from haares.errors import HaaresError
-from haares.jobs.db import db_now, run_write
+from haares.jobs.db import db_now, read_tx, run_write
 from haares.jobs.schema import Eval, Event, GridRun, Job
 
 
@@ -119,3 +119,24 @@ def retry(*, engine: Engine, job_ids: list[int] | None = None, grid: str | None 
         return len(changed)
 
     return run_write(engine, body)
+
+
+FROM_STATES = {"cancel": ("queued", "held", "running"), "hold": ("queued",), "release": ("held",),
+               "retry": ("failed", "cancelled")}
+"""The states each operation changes (cancel of a running job asks its worker to stop it)."""
+
+
+def why_unchanged(*, engine: Engine, op: str, job_ids: list[int] | None = None, grid: str | None = None) -> str:
+    """One line saying why `op` changed none of the selected jobs: their states, and what `op` takes."""
+    with read_tx(engine) as conn:
+        ids = _selected(conn, job_ids, grid)
+        rows = conn.execute(sa.select(Job.id, Job.status, Job.cancel_requested).where(Job.id.in_(ids))).all()
+    if len(rows) <= 3:
+        states = ", ".join(f"job {r.id} is {r.status}" + (" (cancelling)" if r.cancel_requested else "")
+                           for r in sorted(rows))
+    else:
+        counts: dict[str, int] = {}
+        for r in rows:
+            counts[r.status] = counts.get(r.status, 0) + 1
+        states = "the jobs are " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    return f"nothing to {op}: {states}; {op} takes {' or '.join(FROM_STATES[op])} jobs"

@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import quote
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -67,26 +68,75 @@ def db_now(conn: Connection) -> datetime:
 # --- opening -------------------------------------------------------------------------------------
 
 
-def make_engine(url: str, *, allow_network_fs: bool = False) -> Engine:
+def make_engine(url: str, *, allow_network_fs: bool = False, read_only: bool = False, create: bool = True) -> Engine:
     """An engine for `url` with the queue's settings, its schema created or migrated.
 
     `url` is `sqlite:///path.db` or `postgresql://user@host[:port]/db` (mapped to psycopg).
-    Raises HaaresError (one line) for a malformed URL, an unreachable server, SQLite on a network
-    filesystem (unless `allow_network_fs`), or a schema newer than this code.
+    `create=False` refuses a database that does not exist yet instead of creating it (and its folder);
+    `read_only=True` (implies create=False) opens SQLite with mode=ro and PostgreSQL sessions read-only,
+    so reading commands work on a read-only results home and never create anything. An older schema is
+    still upgraded where the database is writable.
+    Raises HaaresError (one line) for a malformed URL, a missing, damaged or non-database file, an
+    unreachable server, SQLite on a network filesystem (unless `allow_network_fs`), or a newer schema.
     """
-    from haares.jobs.migrations import migrate
+    from haares.jobs.migrations import check_schema, migrate
 
     parsed = _parse(url)
-    if parsed.get_backend_name() == "sqlite":
-        engine = _sqlite_engine(parsed, allow_network_fs=allow_network_fs)
-    else:
-        engine = _pg_engine(parsed)
-    try:
-        migrate(engine)
-    except BaseException:
+    sqlite = parsed.get_backend_name() == "sqlite"
+    immutable = False
+    while True:
+        if sqlite:
+            engine = _sqlite_engine(parsed, allow_network_fs=allow_network_fs, read_only=read_only,
+                                    create=create and not read_only, immutable=immutable)
+        else:
+            engine = _pg_engine(parsed, read_only=read_only)
+        try:
+            found = check_schema(engine) if read_only else migrate(engine, create=create)
+            break
+        except DBAPIError as exc:
+            engine.dispose()
+            if sqlite and read_only and not immutable and _on_read_only_fs(parsed):
+                # A WAL database in a folder nobody can write needs its -shm file, which cannot be made;
+                # immutable=1 reads it without one (and nothing can change it there).
+                immutable = True
+                continue
+            raise open_error(parsed, exc) from None
+        except BaseException:
+            engine.dispose()
+            raise
+    if read_only and found is not None:
+        # An older schema: upgrade it through a writable engine (a one-line error where it is read-only).
         engine.dispose()
-        raise
+        make_engine(url, allow_network_fs=allow_network_fs, create=False).dispose()
+        return make_engine(url, allow_network_fs=allow_network_fs, read_only=True)
     return engine
+
+
+def _on_read_only_fs(parsed: sa.URL) -> bool:
+    folder = Path(parsed.database).expanduser().parent
+    return folder.is_dir() and not os.access(folder, os.W_OK)
+
+
+def where(parsed: sa.URL) -> str:
+    """The database as a user names it: the SQLite path, or the PostgreSQL URL without a password."""
+    if parsed.get_backend_name() == "sqlite":
+        return str(Path(parsed.database).expanduser())
+    return parsed.render_as_string(hide_password=True).replace("postgresql+psycopg://", "postgresql://")
+
+
+def open_error(parsed: sa.URL, exc: DBAPIError) -> HaaresError:
+    """A one-line HaaresError for a database that opened but cannot be read or written."""
+    first = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else type(exc).__name__
+    text, place = first.lower(), where(parsed)
+    if "not a database" in text:
+        return HaaresError(f"{place} is not a SQLite database ({first}); pass another --db or move the file away")
+    if "malformed" in text or "corrupt" in text:
+        return HaaresError(f"{place} is damaged ({first}); restore it from a backup or start a new one with --db")
+    read_only_folder = parsed.get_backend_name() == "sqlite" and _on_read_only_fs(parsed)
+    if "readonly" in text or "read-only" in text or read_only_folder:
+        return HaaresError(f"{place} is read-only here ({first}); status, report and logs can read it, "
+                           "commands that change the queue need write access")
+    return HaaresError(f"cannot use the database {place}: {first}")
 
 
 def _parse(url: str) -> sa.URL:
@@ -146,11 +196,36 @@ def _check_local_fs(db_path: Path, *, allow_network_fs: bool) -> None:
         )
 
 
-def _sqlite_engine(parsed: sa.URL, *, allow_network_fs: bool) -> Engine:
+def _make_parent(db_path: Path) -> None:
+    """Create the database's folder, or say in one line why it cannot be."""
+    try:
+        db_path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocker = next((p for p in [db_path.parent, *db_path.parent.parents] if p.exists() and not p.is_dir()),
+                       db_path.parent)
+        raise HaaresError(f"cannot create the database {db_path}: {blocker} is a file, not a folder") from None
+    except OSError as exc:
+        raise HaaresError(f"cannot create the folder {db_path.parent} for the database: {exc.strerror}") from None
+
+
+def _sqlite_engine(
+    parsed: sa.URL, *, allow_network_fs: bool, read_only: bool, create: bool, immutable: bool = False
+) -> Engine:
     db_path = Path(parsed.database).expanduser()
     _check_local_fs(db_path, allow_network_fs=allow_network_fs)
-    db_path.parent.mkdir(parents=True, exist_ok=True)
-    engine = sa.create_engine(parsed.set(database=str(db_path)))
+    if db_path.is_dir():
+        raise HaaresError(f"the database path {db_path} is a folder; name a file, e.g. sqlite:///{db_path}/haares.db")
+    if not create and not db_path.is_file():
+        raise HaaresError(f"no database at {db_path}: nothing was enqueued there yet "
+                          "(`haares enqueue --grid NAME` creates it), or pass --db / HAARES_DB")
+    if create:
+        _make_parent(db_path)
+    if read_only:
+        # mode=ro never creates the file or takes the write lock; the percent-quoting keeps odd paths intact.
+        query = {"mode": "ro", "uri": "true"} | ({"immutable": "1"} if immutable else {})
+        engine = sa.create_engine(parsed.set(database=f"file:{quote(str(db_path))}", query=query))
+    else:
+        engine = sa.create_engine(parsed.set(database=str(db_path)))
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record) -> None:  # noqa: ANN001 - DBAPI objects
@@ -158,8 +233,11 @@ def _sqlite_engine(parsed: sa.URL, *, allow_network_fs: bool) -> Engine:
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
         cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-        cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA synchronous=FULL")
+        if read_only:
+            cur.execute("PRAGMA query_only=1")
+        else:
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=FULL")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.close()
 
@@ -172,13 +250,16 @@ def _sqlite_engine(parsed: sa.URL, *, allow_network_fs: bool) -> Engine:
     return engine
 
 
-def _pg_engine(parsed: sa.URL) -> Engine:
+def _pg_engine(parsed: sa.URL, *, read_only: bool = False) -> Engine:
+    options = "-c timezone=UTC -c statement_timeout=10000 -c idle_in_transaction_session_timeout=60000"
+    if read_only:
+        options += " -c default_transaction_read_only=on"
     engine = sa.create_engine(
         parsed,
         pool_pre_ping=True,
         connect_args={
             "connect_timeout": PG_CONNECT_TIMEOUT_S,
-            "options": "-c timezone=UTC -c statement_timeout=10000 -c idle_in_transaction_session_timeout=60000",
+            "options": options,
         },
     )
     try:
@@ -187,8 +268,7 @@ def _pg_engine(parsed: sa.URL) -> Engine:
     except DBAPIError as exc:
         engine.dispose()
         first = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else type(exc).__name__
-        where = parsed.render_as_string(hide_password=True).replace("postgresql+psycopg://", "postgresql://")
-        raise HaaresError(f"cannot connect to PostgreSQL at {where}: {first}") from None
+        raise HaaresError(f"cannot connect to PostgreSQL at {where(parsed)}: {first}") from None
     return engine
 
 

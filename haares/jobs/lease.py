@@ -48,6 +48,10 @@ class Lease:
     """Last step the job reported (0 when it never ran): where a resume should land."""
     fresh: bool = False
     """True after `haares retry --fresh`: do not resume from a checkpoint."""
+    ckpt_host: str | None = None
+    """Host whose results home holds the newest checkpoint (None: no checkpoint recorded)."""
+    ckpt_dir: str | None = None
+    ckpt_step: int | None = None
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,8 @@ def claim(
     lease_ttl_s: float,
     kinds: tuple[str, ...] = ("train", "sleep"),
     job_ids: Collection[int] | None = None,
+    ckpt_grace_s: float | None = None,
+    readable: tuple[int, ...] = (),
 ) -> Lease | None:
     """Claim the next queued job (priority desc, pair, method, id) in one statement, or None.
 
@@ -82,6 +88,9 @@ def claim(
     SQLite: `UPDATE .. WHERE id = (SELECT .. LIMIT 1) RETURNING` inside BEGIN IMMEDIATE; PostgreSQL:
     the same with `FOR UPDATE SKIP LOCKED` in the subquery. The attempt row is inserted in the same
     transaction. The lease expires `lease_ttl_s` seconds after the database's now.
+    With `ckpt_grace_s`, a job whose checkpoint another host holds is claimed only if its id is in
+    `readable` (this host can read that checkpoint) or it has waited `ckpt_grace_s` since it became
+    claimable (docs/worker.md, "Several hosts").
     """
     token = secrets.token_hex(16)
     if job_ids is not None and not job_ids:
@@ -92,6 +101,7 @@ def claim(
         pick = (
             sa.select(Job.id)
             .where(Job.status == "queued", Job.not_before <= now, Job.kind.in_(kinds))
+            .where(_checkpoint_rule(host, now, ckpt_grace_s, readable))
             .order_by(Job.priority.desc(), Job.pair_index, Job.method_index, Job.id)
             .limit(1)
         )
@@ -108,7 +118,7 @@ def claim(
                 heartbeat_at=now, gpu=gpu, attempts=Job.attempts + 1, cancel_requested=False, updated_at=now,
             )
             .returning(Job.id, Job.run_key, Job.kind, Job.config_json, Job.method, Job.seed, Job.step,
-                       Job.fresh_start)
+                       Job.fresh_start, Job.ckpt_host, Job.ckpt_dir, Job.ckpt_step)
         ).one_or_none()
         if row is None:
             return None
@@ -124,9 +134,19 @@ def claim(
         conn.execute(sa.insert(Event).values(job_id=row.id, at=now, kind="claimed",
                                              detail=f"attempt {attempt_no} by {worker_id} on {host}"))
         return Lease(row.id, row.run_key, row.kind, token, attempt_no, row.config_json, row.method, row.seed,
-                     row.step, bool(row.fresh_start))
+                     row.step, bool(row.fresh_start), row.ckpt_host, row.ckpt_dir, row.ckpt_step)
 
     return run_write(engine, body)
+
+
+def _checkpoint_rule(host: str, now: Any, grace_s: float | None, readable: tuple[int, ...]) -> Any:
+    """Claimable here: no checkpoint elsewhere, a readable one, or a grace period over; True without grace."""
+    if grace_s is None:
+        return sa.true()
+    return sa.or_(
+        Job.ckpt_host.is_(None), Job.ckpt_step.is_(None), Job.ckpt_step == 0, Job.ckpt_host == host,
+        Job.fresh_start, Job.id.in_(list(readable)), Job.not_before <= now - timedelta(seconds=grace_s),
+    )
 
 
 def heartbeat(*, engine: Engine, lease: Lease, lease_ttl_s: float, progress: dict[str, Any] | None = None) -> Beat:

@@ -28,7 +28,15 @@ def _v1_to_v2(conn: Connection) -> None:
         index.create(conn, checkfirst=True)
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1_to_v2]
+def _v2_to_v3(conn: Connection) -> None:
+    """Record where a job's checkpoint is (host, folder, step) on the job and its attempts, and a note."""
+    for table, column, kind in [("jobs", "ckpt_host", "VARCHAR(255)"), ("jobs", "ckpt_dir", "TEXT"),
+                                ("jobs", "ckpt_step", "INTEGER"), ("jobs", "note", "TEXT"),
+                                ("attempts", "ckpt_dir", "TEXT"), ("attempts", "ckpt_step", "INTEGER")]:
+        conn.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN {column} {kind}"))
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1_to_v2, _v2_to_v3]
 """MIGRATIONS[i] takes a database from version i + 1 to i + 2."""
 assert len(MIGRATIONS) == SCHEMA_VERSION - 1, "append a migration when bumping SCHEMA_VERSION"
 
@@ -49,11 +57,26 @@ def _refuse_newer(version: int) -> None:
         )
 
 
-def migrate(engine: Engine) -> int:
-    """Create or upgrade the schema to SCHEMA_VERSION; returns the version found before."""
+def check_schema(engine: Engine) -> int | None:
+    """For a read-only opening: None when the schema is current, the older version found otherwise.
+
+    HaaresError for an empty database (no haares tables) or a newer schema.
+    """
+    with read_tx(engine) as conn:
+        found = schema_version(conn)
+    if found == 0:
+        raise HaaresError("the database holds no haares queue yet; `haares enqueue --grid NAME` creates it")
+    _refuse_newer(found)
+    return None if found == SCHEMA_VERSION else found
+
+
+def migrate(engine: Engine, *, create: bool = True) -> int:
+    """Create (unless not `create`) or upgrade the schema to SCHEMA_VERSION; returns the version found before."""
     with read_tx(engine) as conn:
         found = schema_version(conn)
     _refuse_newer(found)
+    if found == 0 and not create:
+        raise HaaresError("the database holds no haares queue yet; `haares enqueue --grid NAME` creates it")
     if found == SCHEMA_VERSION:
         return found
 

@@ -27,7 +27,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """Bump it with a new function appended to haares.jobs.migrations.MIGRATIONS."""
 
 JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled", "held")
@@ -88,6 +88,14 @@ class Job(Base):
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     fresh_start: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     """Set by `haares retry --fresh`: the next attempt must not resume; cleared by its first eval (v2)."""
+    ckpt_host: Mapped[Optional[str]] = mapped_column(String(255))
+    """Host whose results home holds the job's newest checkpoint (v3); None before the first checkpoint."""
+    ckpt_dir: Mapped[Optional[str]] = mapped_column(Text)
+    """The run folder holding that checkpoint, as that host sees it (v3)."""
+    ckpt_step: Mapped[Optional[int]] = mapped_column(Integer)
+    """Step of that checkpoint (v3)."""
+    note: Mapped[Optional[str]] = mapped_column(Text)
+    """Something a reader of `status` should know, e.g. a restart from step 0 on another host (v3)."""
     result_json: Mapped[Optional[str]] = mapped_column(Text)
     error_summary: Mapped[Optional[str]] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime, server_default=text("CURRENT_TIMESTAMP"))
@@ -147,6 +155,10 @@ class Attempt(Base):
     log_path: Mapped[Optional[str]] = mapped_column(Text)
     start_step: Mapped[Optional[int]] = mapped_column(Integer)
     end_step: Mapped[Optional[int]] = mapped_column(Integer)
+    ckpt_dir: Mapped[Optional[str]] = mapped_column(Text)
+    """Where this attempt wrote its checkpoints (on `host`) (v3)."""
+    ckpt_step: Mapped[Optional[int]] = mapped_column(Integer)
+    """Its newest checkpoint's step (v3)."""
 
 
 class Eval(Base):

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from haares.jobs.db import db_now, read_tx
-from haares.jobs.schema import GridRun, Job
+from haares.jobs.schema import Attempt, GridRun, Job
 
 NO_GRID = "-"
 """The grid key of jobs linked to no grid."""
@@ -22,8 +22,10 @@ def job_rows(*, engine: Engine, grid: str | None = None) -> list[dict[str, Any]]
 
     Fields: job_id, run_key, grids (list), cell, method, seed, state, step, total_steps,
     best_val_loss, last_val_loss, tokens_per_s, eta_s (seconds, running jobs with a measured rate),
-    attempts, worker, gpu, heartbeat_age_s (seconds since the last heartbeat, running jobs only),
-    plus kind, priority, lost_count, cancel_requested and error (the last error summary).
+    attempts (attempts run: every claim, whatever its end), retries_used (claims after a failure, which
+    use the retry budget; preempted and lost attempts do not), max_retries, worker, gpu, heartbeat_age_s (seconds
+    since the last heartbeat, running jobs only), plus kind, priority, lost_count, cancel_requested and
+    error (the last error summary).
     Labels (cell, method, seed) are the given grid's, else those of the first grid that linked the job.
     """
     with read_tx(engine) as conn:
@@ -35,6 +37,10 @@ def job_rows(*, engine: Engine, grid: str | None = None) -> list[dict[str, Any]]
         links_q = sa.select(GridRun).order_by(GridRun.grid)
         if grid is not None:
             links_q = links_q.where(GridRun.job_id.in_(sa.select(GridRun.job_id).where(GridRun.grid == grid)))
+        runs_q = sa.select(Attempt.job_id, sa.func.count()).group_by(Attempt.job_id)
+        if grid is not None:
+            runs_q = runs_q.where(Attempt.job_id.in_(sa.select(GridRun.job_id).where(GridRun.grid == grid)))
+        attempts_run = dict(conn.execute(runs_q).all())
         links: dict[int, list[Any]] = {}
         for link in conn.execute(links_q):
             links.setdefault(link.job_id, []).append(link)
@@ -54,10 +60,13 @@ def job_rows(*, engine: Engine, grid: str | None = None) -> list[dict[str, Any]]
                 "seed": label.seed if label else job.seed, "state": job.status, "step": job.step,
                 "total_steps": job.total_steps, "best_val_loss": job.best_val_loss,
                 "last_val_loss": job.last_val_loss, "tokens_per_s": job.tokens_per_s, "eta_s": eta,
-                "attempts": job.attempts, "worker": job.lease_owner if running else None,
+                "attempts": int(attempts_run.get(job.id, 0)),
+                # Job.attempts counts claims that used the budget; every one after the first is a retry.
+                "retries_used": max(0, job.attempts - 1),
+                "max_retries": max(0, job.max_attempts - 1), "worker": job.lease_owner if running else None,
                 "gpu": job.gpu, "heartbeat_age_s": age, "kind": job.kind, "priority": job.priority,
                 "lost_count": job.lost_count, "cancel_requested": bool(job.cancel_requested),
-                "error": job.error_summary,
+                "error": job.error_summary, "note": job.note,
             }
         )
     return rows

@@ -12,6 +12,18 @@ from haares.errors import HaaresError
 from haares.results import build, tables
 from haares.results.render import FORMATS, print_rich, render
 
+PLOT_SUFFIXES = (".png", ".pdf", ".svg")
+
+
+def check_plot_path(path: Path) -> None:
+    """A plot target must be a file name with an image suffix, in a folder that exists (HaaresError)."""
+    if path.is_dir():
+        raise HaaresError(f"--plot {path} is a folder; name a file, e.g. --plot {path / 'curves.png'}")
+    if path.suffix.lower() not in PLOT_SUFFIXES:
+        raise HaaresError(f"--plot {path}: the file name must end in {', '.join(PLOT_SUFFIXES)} (the image format)")
+    if not path.parent.is_dir():
+        raise HaaresError(f"--plot {path}: the folder {path.parent} does not exist")
+
 
 def run_report(
     *, table: int | None, grid_name: str | None, fmt: str = "table", with_paper: bool = False,
@@ -24,12 +36,14 @@ def run_report(
     grid = build.grid_for(table, grid_name)
     if plot is not None and grid is None:
         raise HaaresError("table 10 is analytic and has no training curves; drop --plot")
+    if plot is not None:
+        check_plot_path(plot)
     engine = None
     if grid is not None:
         from haares.jobs.db import make_engine
         from haares.settings import resolve_db_url
 
-        engine = make_engine(resolve_db_url(db))
+        engine = make_engine(resolve_db_url(db), read_only=True)
     try:
         report = build.build_report(engine, table, grid, with_paper=with_paper)
         if fmt == "table" and sys.stdout.isatty():

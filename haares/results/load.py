@@ -94,19 +94,29 @@ def load_evals(engine: Engine, grid: str, *, newest: bool = False) -> pd.DataFra
     return evals
 
 
-def _result_field(raw: str | None, key: str) -> object:
+def _json_text(raw: object) -> str | None:
+    """A stored JSON column as text, or None. pandas 3 reads SQL NULL in a text column as NaN (a float),
+    so an unfinished job's missing result arrives as NaN beside finished jobs' strings."""
+    return raw if isinstance(raw, str) and raw else None
+
+
+def _result_field(raw: object, key: str) -> object:
     """One field of a finished job's result JSON (None when absent or unreadable)."""
+    text = _json_text(raw)
     try:
-        return (json.loads(raw) or {}).get(key) if raw else None
+        return (json.loads(text) or {}).get(key) if text else None
     except (json.JSONDecodeError, AttributeError):
         return None
 
 
-def _config_fields(raw: str | None) -> dict[str, object]:
+def _config_fields(raw: object) -> dict[str, object]:
     """The config fields reports show, from a job's stored config JSON (missing keys become None)."""
+    text = _json_text(raw)
     try:
-        cfg = json.loads(raw) if raw else {}
+        cfg = json.loads(text) if text else {}
     except json.JSONDecodeError:
+        cfg = {}
+    if not isinstance(cfg, dict):
         cfg = {}
     model, data, train = cfg.get("model", {}), cfg.get("data", {}), cfg.get("train", {})
     return {

@@ -55,18 +55,20 @@ def to_rich_text(report: Report, *, width: int = 240) -> str:
 
 def print_rich(report: Report, console: object) -> None:
     """Print the report on a rich Console (colour when it is a terminal)."""
+    from rich.markup import escape
     from rich.table import Table
 
-    console.print(f"[bold]{report.title}[/bold]")
+    # Cells are data, not markup: "[paper 1.7995]" would otherwise be read as a style tag and vanish.
+    console.print(f"[bold]{escape(report.title)}[/bold]")
     for line in report.caption:
         console.print(line, markup=False, highlight=False)
     for section in report.sections:
-        table = Table(title=section.title or None, title_justify="left", show_lines=False)
-        table.add_column(section.frame.index.name or "", no_wrap=True)
+        table = Table(title=escape(section.title) or None, title_justify="left", show_lines=False)
+        table.add_column(escape(section.frame.index.name or ""), no_wrap=True)
         for column in section.frame.columns:
-            table.add_column(str(column), justify="right")  # may wrap on a narrow terminal
+            table.add_column(escape(str(column)), justify="right")  # may wrap on a narrow terminal
         for label, row in section.frame.iterrows():
-            table.add_row(str(label), *(str(v) for v in row))
+            table.add_row(escape(str(label)), *(escape(str(v)) for v in row))
         console.print(table)
         for note in section.notes:
             console.print(note, markup=False, highlight=False)

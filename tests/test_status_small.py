@@ -1,0 +1,101 @@
+"""Checks the smaller `status`, `retry` and `logs` answers of issue 12: the table fits 80 columns without
+cutting a cell, an unknown grid is an error, `--json` shows attempts run apart from retries used, an
+operation that changes nothing says why, and a missing attempt number is blamed on the number.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+
+import pytest
+import sqlalchemy as sa
+from rich.console import Console
+from test_cli_queue import dump
+
+from haares.cli.app import main
+from haares.cli.status import render, snapshot
+from haares.jobs import claim, enqueue_sleep, make_engine, reap
+from haares.jobs.schema import Job
+
+
+@pytest.fixture
+def cli(monkeypatch, capsys):
+    def run(*args: str) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "argv", ["haares", *args])
+        code = 0
+        try:
+            main()
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+def take(engine, worker: str = "hostname-of-a-cluster-node.example.org:123456:abcdef"):
+    return claim(engine=engine, worker_id=worker, host="elsewhere", pid=1, pid_start=None, gpu="0", lease_ttl_s=60)
+
+
+def lose(engine, job_id: int) -> None:
+    """Expire the job's lease (as if its host died), then reap it: lost, attempts not counted."""
+    with engine.begin() as conn:
+        conn.execute(sa.update(Job).where(Job.id == job_id).values(lease_expires_at=sa.func.datetime("2000-01-01")
+                                                                    if conn.dialect.name == "sqlite" else
+                                                                    sa.text("TIMESTAMP '2000-01-01'")))
+    assert reap(engine=engine) == 1
+
+
+def test_status_fits_80_columns_without_cutting_cells(sqlite_url):
+    engine = make_engine(sqlite_url)
+    enqueue_sleep(engine=engine, count=3, seconds=0, tag="a-rather-long-grid-name")
+    take(engine)
+    with engine.begin() as conn:
+        conn.execute(sa.update(Job).values(total_steps=30000, step=12345, best_val_loss=1.8123, last_val_loss=1.8456,
+                                           tokens_per_s=123456.0, steps_per_s=2.0))
+    console = Console(file=io.StringIO(), width=80, color_system=None)
+    console.print(render(snapshot(engine=engine, grid=None), grid=None, width=80))
+    text = console.file.getvalue()
+    lines = text.splitlines()
+    assert lines and max(len(line) for line in lines) <= 80
+    assert "…" not in text
+    assert "12345/30000" in text and "running" in text and "1.8123" in text
+
+
+def test_status_of_an_unknown_grid_is_an_error(cli, sqlite_url):
+    make_engine(sqlite_url).dispose()
+    code, out, err = cli("status", "--grid", "nosuch", "--db", sqlite_url)
+    assert code == 2 and err.startswith("error: unknown grid 'nosuch'") and out == ""
+    code, out, _ = cli("status", "--grid", "smoke", "--db", sqlite_url)  # known, just empty
+    assert code == 0 and "no jobs in grid smoke" in out
+
+
+def test_status_json_shows_attempts_run_apart_from_retries(cli, sqlite_url):
+    engine = make_engine(sqlite_url)
+    (job_id,) = enqueue_sleep(engine=engine, count=1, seconds=0).job_ids
+    take(engine)
+    lose(engine, job_id)  # a crash: requeued without using a retry
+    take(engine)
+    code, out, _ = cli("status", "--json", "--db", sqlite_url)
+    (job,) = json.loads(out)["jobs"]
+    assert code == 0 and job["attempts"] == 2 and job["retries_used"] == 0 and job["max_retries"] == 1
+
+
+def test_retry_that_changes_nothing_says_why(cli, sqlite_url):
+    engine = make_engine(sqlite_url)
+    enqueue_sleep(engine=engine, count=1, seconds=0)
+    before = dump(sqlite_url)
+    code, out, err = cli("retry", "1", "--db", sqlite_url)
+    assert code == 2 and out == ""
+    assert err.strip() == "error: nothing to retry: job 1 is queued; retry takes failed or cancelled jobs"
+    assert dump(sqlite_url) == before
+
+
+def test_logs_of_a_missing_attempt_blames_the_number(cli, sqlite_url):
+    engine = make_engine(sqlite_url)
+    enqueue_sleep(engine=engine, count=1, seconds=0)
+    take(engine)
+    code, _, err = cli("logs", "1", "--attempt", "5", "--db", sqlite_url)
+    assert code == 2 and err.strip() == "error: job 1 has no attempt 5: it ran 1 attempt(s), numbered 1 to 1"
