@@ -54,7 +54,9 @@ def register(app: typer.Typer) -> None:
 
         table = Table(title="grids")
         for col in ("grid", "paper", "runs", "GPU-h (est.)", "what"):
-            table.add_column(col, justify="right" if col in ("runs", "GPU-h (est.)") else "left")
+            # A grid's name is what users type next: never wrapped, whatever the terminal's width.
+            table.add_column(col, justify="right" if col in ("runs", "GPU-h (est.)") else "left",
+                             no_wrap=col == "grid")
         for row in grid_summaries():
             table.add_row(row["grid"], row["paper"], str(row["runs"]), f"{row['gpu_hours']:,.1f}", row["description"])
         console = Console()
