@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 from test_worker_support import HAARES, rows, start_worker, tiny_runs, wait_for
 
+from haares import __version__
 from haares.errors import HaaresError
 from haares.jobs import enqueue_runs, enqueue_sleep, make_engine
 from haares.slurm import SlurmJob, script
@@ -45,6 +46,14 @@ def test_two_nodes_of_eight_gpus_script(tmp_path):
     assert f"HAARES=({sys.executable} -m haares)" in text
     (tmp_path / "s.sbatch").write_text(text)
     assert subprocess.run(["bash", "-n", str(tmp_path / "s.sbatch")]).returncode == 0
+
+
+def test_docs_show_the_script_the_command_writes():
+    doc = (Path(__file__).parents[1] / "docs" / "slurm.md").read_text()
+    shown = doc.split("```bash\n", 1)[1].split("```", 1)[0]
+    job = SlurmJob(db=PG, time_s=4 * 3600, nodes=2, gpus_per_node=8, partition="gpu", home="/shared/haares",
+                   command="/home/me/haares/.venv/bin/python -m haares")
+    assert shown == script(job).replace(f"(haares {__version__})", "(haares 0.1.0)")  # a version bump is no drift
 
 
 def test_cpu_workers_request_no_gpus():
