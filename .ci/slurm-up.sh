@@ -41,7 +41,8 @@ read -r CPUS MEM < <(slurmd -C | awk '
 cat >"$CONF_DIR/slurm.conf" <<EOF
 # Written by .ci/slurm-up.sh: a one-node test cluster. Not for production.
 ClusterName=haares-ci
-SlurmctldHost=$NODE
+# Loopback addresses: the host name need not resolve (a fresh container may not list it).
+SlurmctldHost=$NODE(127.0.0.1)
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
@@ -71,7 +72,7 @@ OverTimeLimit=0
 InactiveLimit=0
 Waittime=0
 SchedulerParameters=sched_interval=2
-NodeName=$NODE CPUs=$CPUS RealMemory=$MEM State=UNKNOWN
+NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$CPUS RealMemory=$MEM State=UNKNOWN
 PartitionName=debug Nodes=$NODE Default=YES MaxTime=60 State=UP OverSubscribe=YES
 EOF
 # cgroup off: no cgroup.conf is needed with proctrack/linuxproc and task/none.
@@ -92,7 +93,7 @@ if ! munge -n 2>/dev/null | unmunge >/dev/null 2>&1; then
 fi
 
 say "starting slurmctld and slurmd on $NODE ($CPUS CPUs)"
-slurmctld -i   # -i: ignore state left by an earlier run
+slurmctld -i   # -i: tolerate damaged state files left by an earlier run
 slurmd
 
 for _ in $(seq 150); do

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 from test_worker_support import HAARES, rows, start_worker, tiny_runs, wait_for
 
+from haares import __version__
 from haares.errors import HaaresError
 from haares.jobs import enqueue_runs, enqueue_sleep, make_engine
 from haares.slurm import SlurmJob, script
@@ -45,6 +46,14 @@ def test_two_nodes_of_eight_gpus_script(tmp_path):
     assert f"HAARES=({sys.executable} -m haares)" in text
     (tmp_path / "s.sbatch").write_text(text)
     assert subprocess.run(["bash", "-n", str(tmp_path / "s.sbatch")]).returncode == 0
+
+
+def test_docs_show_the_script_the_command_writes():
+    doc = (Path(__file__).parents[1] / "docs" / "slurm.md").read_text()
+    shown = doc.split("```bash\n", 1)[1].split("```", 1)[0]
+    job = SlurmJob(db=PG, time_s=4 * 3600, nodes=2, gpus_per_node=8, partition="gpu", home="/shared/haares",
+                   command="/home/me/haares/.venv/bin/python -m haares")
+    assert shown == script(job).replace(f"(haares {__version__})", "(haares 0.1.0)")  # a version bump is no drift
 
 
 def test_cpu_workers_request_no_gpus():
@@ -113,9 +122,10 @@ def test_usr1_to_the_batch_shell_reaches_every_worker_and_preempts(sqlite_url, t
 
 # --- the real cluster --------------------------------------------------------------------------------
 
-# Sized so that the three runs cannot finish before the warning (about 45 s in) even on an idle 2-core
-# machine where the twins take half of it, while the whole test stays near a minute or two there.
-STEPS, EVERY = 1200, 200
+# The allocation's workers are pinned to one core (taskset), so its three children share it whatever the
+# machine's load: at about 100 tiny steps/s per idle core they reach at most 1,800 steps by the latest
+# warning (60 s in), and the runs end mid-run. The twins train on the other core meanwhile, on both after.
+STEPS, EVERY = 2400, 400
 TERMINAL = ("COMPLETED", "TIMEOUT", "CANCELLED", "FAILED", "NODE_FAIL", "PREEMPTED", "OUT_OF_MEMORY")
 
 
@@ -146,8 +156,9 @@ def _job_state(job_id: str) -> str:
 
 
 TWIN = """
-import json, sys, pathlib, torch
+import json, os, sys, pathlib, torch
 sys.path.insert(0, sys.argv[1])
+os.sched_setaffinity(0, {max(os.sched_getaffinity(0))})  # the core the allocation does not use
 from test_worker_support import tiny_runs
 from haares.train import train
 torch.set_num_threads(1)
@@ -168,7 +179,8 @@ def test_slurm_allocation_end_preempts_cleanly_and_the_grid_finishes_bitwise(slu
     env = {**os.environ, "HAARES_HOME": str(home), "OMP_NUM_THREADS": "1"}
     submitted = subprocess.run(
         [HAARES, "slurm", "--gpu", "cpu", "--slots", "3", "--time", "2m", "--warn-seconds", "60", "--db", db_url,
-         "--home", str(home), "--output", str(tmp_path / "slurm-%j.out"), "--job-name", "haares-test", "--submit"],
+         "--home", str(home), "--output", str(tmp_path / "slurm-%j.out"), "--job-name", "haares-test",
+         "--command", f"taskset -c {min(os.sched_getaffinity(0))} {sys.executable} -m haares", "--submit"],
         capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path)
     assert submitted.returncode == 0, submitted.stderr
     job_id = re.search(r"Submitted batch job (\d+)", submitted.stdout).group(1)
@@ -189,6 +201,11 @@ def test_slurm_allocation_end_preempts_cleanly_and_the_grid_finishes_bitwise(slu
     finally:
         if _job_state(job_id) not in (*TERMINAL, "GONE"):
             subprocess.run(["scancel", job_id])
+    for twin in twins:  # the allocation's core is free now
+        try:
+            os.sched_setaffinity(twin.pid, os.sched_getaffinity(0))
+        except ProcessLookupError:
+            pass
     out = (tmp_path / f"slurm-{job_id}.out").read_text()
     assert "haares slurm: USR1" in out and "stopped by SIGUSR1" in out, out
 
