@@ -235,4 +235,4 @@ def test_cli_data_prepare(home, tmp_path):
     assert "vocab 256" in result.output and "sequences of 32" in result.output
     assert len(_entries(home)) == 1
     bad = CliRunner().invoke(app, ["data", "prepare", "yelp", "--path", str(tmp_path / "missing")])
-    assert bad.exit_code != 0 and isinstance(bad.exception, HaaresError)
+    assert bad.exit_code == 2 and bad.stderr.startswith("error: ")

@@ -15,8 +15,8 @@ import pytest
 from typer.testing import CliRunner
 
 from haares.cli.app import app
-from haares.cli.run import resolve_run, resume_command
 from haares.errors import HaaresError
+from haares.runner import resolve_run, resume_command
 
 TINY = [
     "model.d_model=32", "model.d_ff=64", "model.n_layers=2", "model.n_heads=2", "data.seq_len=16",
