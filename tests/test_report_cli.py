@@ -67,7 +67,7 @@ def test_report_imports_no_torch(sqlite_url):
     code = textwrap.dedent(f"""
         import sys
         import haares.results
-        from haares.results import build, build_cost, build_seed, build_ttt, cli_entry, cost_tables, load, plot, render, tables, ttt
+        from haares.results import frames, load, paper, plot, render, reports, reports_cost
         from haares.cli.app import main
         sys.argv = ["haares", "report", "--table", "4", "--grid", "smoke", "--db", {sqlite_url!r}]
         try:

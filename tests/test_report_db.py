@@ -14,7 +14,7 @@ from sqlalchemy import Engine, insert
 from haares.grids import GRIDS, expand
 from haares.jobs.db import make_engine
 from haares.jobs.schema import Eval, GridRun, Job
-from haares.results import load, tables
+from haares.results import frames, load
 
 Label = tuple[str, str, int]  # (cell, method, seed)
 
@@ -120,7 +120,7 @@ def test_newest_job_per_label_is_kept(sqlite_url):
     engine = make_engine(sqlite_url)
     old = add_run(engine, grid="smoke", cell="", method="haares", seed=42, config_json="{}", run_key="old", evals=[(50, 3.0)])
     new = add_run(engine, grid="smoke", cell="", method="haares", seed=42, config_json="{}", run_key="new", evals=[(50, 2.0)])
-    kept, left_out = tables.latest_runs(load.load_runs(engine, "smoke"))
+    kept, left_out = frames.latest_runs(load.load_runs(engine, "smoke"))
     assert list(kept["job_id"]) == [new] and old != new and left_out == 1
     # The same choice made in SQL, for runs and for evals.
     assert list(load.load_runs(engine, "smoke", newest=True)["job_id"]) == [new]
@@ -131,13 +131,13 @@ def test_newest_job_per_label_is_kept(sqlite_url):
 
 def test_report_reads_both_backends(db_url):
     """The same queries on SQLite and PostgreSQL (the `newest` subquery, the joins, the types)."""
-    from haares.results import build
+    from haares.results import reports
 
     engine = build_grid_db(db_url, "smoke", {
         ("", "block_attnres", 42): {"evals": [(50, 2.4), (100, 2.2)]},
         ("", "haares", 42): {"evals": [(50, 2.3), (100, 2.1)]},
     })
-    summary, evals, caption = build.load_grid(engine, GRIDS["smoke"])
+    summary, evals, caption = reports.load_grid(engine, GRIDS["smoke"])
     best = summary.set_index("method")["best"]
     assert best["haares"] == 2.1 and best["block_attnres"] == 2.2
     assert len(evals) == 4 and evals["val_loss"].dtype == "float64"

@@ -14,7 +14,7 @@ from test_report_db import build_grid_db
 
 from haares.cli.app import main
 from haares.grids import GRIDS, expand
-from haares.results import build, paper
+from haares.results import paper, reports
 from haares.results.render import print_rich
 
 MAIN48 = {(r.cell, r.method, r.seed): {"evals": [(2000, 1.9 - 0.01 * r.method_index)]} for r in expand(GRIDS["main48"])}
@@ -40,7 +40,7 @@ def test_paper_values_show_in_the_piped_table(sqlite_url, monkeypatch, capsys):
 
 def test_paper_values_show_on_a_terminal(sqlite_url):
     engine = build_grid_db(sqlite_url, "main48", MAIN48)
-    report = build.build_report(engine, 12, GRIDS["main48"], with_paper=True)
+    report = reports.build_report(engine, 12, GRIDS["main48"], with_paper=True)
     console = Console(file=io.StringIO(), width=300, force_terminal=True, color_system=None)
     print_rich(report, console)
     text = console.file.getvalue()

@@ -12,9 +12,9 @@ from test_report_db import build_grid_db
 
 from haares.cli.app import main
 from haares.grids import GRIDS, expand
-from haares.results import build
+from haares.results import reports
 
-TABLES = [t for t, grid in build.TABLE_GRIDS.items() if grid is not None]
+TABLES = [t for t, grid in reports.TABLE_GRIDS.items() if grid is not None]
 
 
 def partial_results(grid_name: str) -> dict:
@@ -52,7 +52,7 @@ def test_every_table_that_reads_runs_is_listed():
 
 @pytest.mark.parametrize("table", TABLES)
 def test_every_table_reports_a_partial_grid(db_url, table, monkeypatch, capsys):
-    grid = build.TABLE_GRIDS[table]
+    grid = reports.TABLE_GRIDS[table]
     build_grid_db(db_url, grid, partial_results(grid)).dispose()
     for fmt in ("table", "json"):
         code, out, err = haares(monkeypatch, capsys, "report", "--table", str(table), "--format", fmt, "--db", db_url)
