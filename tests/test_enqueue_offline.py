@@ -10,8 +10,9 @@ import os
 import subprocess
 import sys
 
-from test_cli_queue import dump
-from test_worker_support import HAARES, TINY, rows
+import pytest
+from fixtures.queue import dump
+from fixtures.workers import HAARES, TINY, rows
 
 from haares.cli.app import main
 from haares.jobs.db import make_engine
@@ -56,6 +57,7 @@ def test_a_key_given_twice_is_refused(sqlite_url, monkeypatch, capsys):
     assert dump(sqlite_url) == before
 
 
+@pytest.mark.slow
 def test_an_offline_worker_trains_from_the_enqueued_path(sqlite_url, home, tmp_path):
     corpus = tmp_path / "local.txt"
     corpus.write_text("\n\n".join(f"Paragraph {i}: the quick brown fox jumps over the lazy dog." for i in range(400)))

@@ -7,37 +7,18 @@ best-loss evaluation in the run summary (hand-built frames).
 from __future__ import annotations
 
 import json
-import sys
 
 import pandas as pd
 import pytest
-from test_worker_support import rows, start_worker
+from fixtures.workers import rows, start_worker
 
 from haares import cost
-from haares.cli.app import main
 from haares.grids import GRIDS, expand
 from haares.jobs.db import make_engine
 from haares.results import frames
 from haares.results.render import name
 
 GOLF_METHODS = ["standard", "block_attnres", "haares", "value_gate", "recurrent", "unet", "golf_attnres", "muon"]
-
-
-@pytest.fixture
-def cli(monkeypatch, capsys):
-    """Run `haares ARGS...` in-process; returns (exit code, stdout, stderr)."""
-
-    def run(*args: str) -> tuple[int, str, str]:
-        monkeypatch.setattr(sys, "argv", ["haares", *args])
-        code = 0
-        try:
-            main()
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
 
 
 def test_golf_grid_has_matched_parameter_counts_at_48_effective_layers():

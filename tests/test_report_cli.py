@@ -13,8 +13,8 @@ import textwrap
 
 import pandas as pd
 import pytest
+from fixtures.report_db import build_grid_db
 from sqlalchemy import func, select
-from test_report_db import build_grid_db
 from typer.testing import CliRunner
 
 from haares.cli.app import app, main

@@ -6,7 +6,7 @@ overhead over Block AttnRes from a database with known measurements, plus the an
 from __future__ import annotations
 
 import pytest
-from test_report_db import build_grid_db
+from fixtures.report_db import build_grid_db
 from typer.testing import CliRunner
 
 from haares import cost

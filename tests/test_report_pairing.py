@@ -3,7 +3,7 @@ finished pair, or a loud caption naming the broken pairs."""
 
 from __future__ import annotations
 
-from test_report_db import build_grid_db
+from fixtures.report_db import build_grid_db
 
 from haares.grids import GRIDS
 from haares.results import reports

@@ -9,8 +9,8 @@ import io
 import json
 import sys
 
+from fixtures.report_db import build_grid_db
 from rich.console import Console
-from test_report_db import build_grid_db
 
 from haares.cli.app import main
 from haares.grids import GRIDS, expand

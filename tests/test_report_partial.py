@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 
 import pytest
-from test_report_db import build_grid_db
+from fixtures.report_db import build_grid_db
 
 from haares.cli.app import main
 from haares.grids import GRIDS, expand

@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from test_report_db import build_grid_db
+from fixtures.report_db import build_grid_db
 
 from haares.grids import GRIDS
 from haares.results import frames, reports

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from test_report_db import build_grid_db
+from fixtures.report_db import build_grid_db
 
 from haares.grids import GRIDS
 from haares.results import frames, paper, reports

@@ -5,7 +5,7 @@ torch cannot use is refused before any data is prepared, and a resumed run says 
 from __future__ import annotations
 
 import pytest
-from test_train_cli import _args
+from fixtures.tiny import run_args as _args
 from typer.testing import CliRunner
 
 from haares.cli.app import app

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_worker_support import HAARES, rows, start_worker, tiny_runs, wait_for
+from fixtures.workers import HAARES, rows, start_worker, tiny_runs, wait_for
 
 from haares.errors import HaaresError
 from haares.jobs import enqueue_runs, enqueue_sleep, make_engine
@@ -148,7 +148,7 @@ def _job_state(job_id: str) -> str:
 TWIN = """
 import json, sys, pathlib, torch
 sys.path.insert(0, sys.argv[1])
-from test_worker_support import tiny_runs
+from fixtures.workers import tiny_runs
 from haares.train import train
 torch.set_num_threads(1)
 steps, every, index = (int(a) for a in sys.argv[2:5])
