@@ -6,8 +6,12 @@ STAMP  := $(VENV)/.installed
 # The demo keeps its database and runs in one folder so it never touches your real queue.
 DEMO_HOME ?= $(CURDIR)/.haares/demo
 PYTEST_ARGS ?=
+# `make test` skips the tests marked slow (multi-process, multi-second); SLOW=1 (or `make test-all`,
+# which CI's .ci/run uses) runs everything.
+SLOW ?=
+PYTEST_MARK := $(if $(SLOW),,-m "not slow")
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test test-all lint bench clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -31,7 +35,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check haares tests
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(PYTEST_MARK) $(PYTEST_ARGS)
+
+test-all:
+	$(MAKE) test SLOW=1
 
 lint: $(STAMP)
 	$(BIN)/ruff check haares tests

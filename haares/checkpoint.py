@@ -22,6 +22,8 @@ from typing import IO, Any, BinaryIO
 import numpy as np
 import torch
 
+from haares.durable import fsync_dir
+
 _NAME = re.compile(r"^step_(\d{8,})\.ckpt$")
 _TRAILER_MAGIC = b"\nHAARES-CKPT v1 sha256="
 
@@ -126,7 +128,7 @@ def _atomic_open(path: Path, mode: str, **kwargs: Any) -> Iterator[IO]:
     finally:
         if tmp.exists():
             tmp.unlink()
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def rng_state(device: torch.device) -> dict[str, Any]:
@@ -187,17 +189,3 @@ def _parse_trailer(trailer: bytes) -> tuple[str, int]:
         return digest, int(rest.strip())
     except ValueError:
         return digest, -1
-
-
-def _fsync_dir(path: Path) -> None:
-    """Make the rename durable: fsync the folder entry (no-op where folders cannot be opened)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

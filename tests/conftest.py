@@ -117,3 +117,21 @@ def db_url(request, tmp_path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'queue.db'}"
     return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture
+def cli(monkeypatch, capsys):
+    """Run `haares ARGS...` in-process through the console entry point; returns (exit code, stdout, stderr)."""
+    from haares.cli.app import main
+
+    def run(*args: str) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "argv", ["haares", *args])
+        code = 0
+        try:
+            main()
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run

@@ -18,6 +18,7 @@ from haares.config import ModelConfig
 from haares.fastpath import FastPath
 
 
+@pytest.mark.slow
 def test_bench_cli_tiny_cpu_checks_every_fast_path(tmp_path):
     out = tmp_path / "bench.json"
     proc = subprocess.run(

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from test_report_db import build_grid_db
+from fixtures.report_db import build_grid_db
 
 from haares.jobs.schema import Base
 

@@ -10,40 +10,14 @@ import json
 import sys
 
 import pytest
-import sqlalchemy as sa
+from fixtures.queue import dump
 
-from haares.cli.app import app, main
+from haares.cli.app import app
 from haares.jobs import db as jobs_db
 
 JOB_FIELDS = {"job_id", "run_key", "grids", "cell", "method", "seed", "state", "step", "total_steps",
               "best_val_loss", "last_val_loss", "tokens_per_s", "eta_s", "attempts", "worker", "gpu",
               "heartbeat_age_s"}
-
-
-@pytest.fixture
-def cli(monkeypatch, capsys):
-    """Run `haares ARGS...` in-process; returns (exit code, stdout, stderr)."""
-
-    def run(*args: str) -> tuple[int, str, str]:
-        monkeypatch.setattr(sys, "argv", ["haares", *args])
-        code = 0
-        try:
-            main()
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
-
-
-def dump(url: str) -> list:
-    """Every row of jobs, grid_runs and events (to prove a failed command changed nothing)."""
-    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
-    with engine.connect() as conn:
-        rows = [tuple(r) for t in ("jobs", "grid_runs", "events") for r in conn.execute(sa.text(f"SELECT * FROM {t}"))]
-    engine.dispose()
-    return rows
 
 
 def test_enqueue_idempotent_and_seeds_select(cli, db_url):
@@ -150,11 +124,11 @@ def test_every_command_has_help(cli):
         assert command.help and command.help.strip().splitlines()[0][:30] in " ".join(out.split()), name
 
 
+@pytest.mark.slow
 def test_status_watch_refreshes_until_ctrl_c(tmp_path):
     """`haares status --watch` redraws from the database every 2 s and leaves cleanly on Ctrl-C."""
     import signal
     import subprocess
-    import sys
     import time
 
     db = f"sqlite:///{tmp_path / 'watch.db'}"

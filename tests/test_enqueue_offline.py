@@ -8,35 +8,23 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 
-from test_cli_queue import dump
-from test_worker_support import HAARES, TINY, rows
+import pytest
+from fixtures.queue import dump
+from fixtures.workers import HAARES, TINY, rows
 
-from haares.cli.app import main
 from haares.jobs.db import make_engine
-
-
-def run(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["haares", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def configs(url: str) -> list[dict]:
     return [json.loads(c) for (c,) in rows(make_engine(url), "SELECT config_json FROM jobs ORDER BY id")]
 
 
-def test_set_and_path_reach_every_run(sqlite_url, tmp_path, monkeypatch, capsys):
+def test_set_and_path_reach_every_run(cli, sqlite_url, tmp_path, monkeypatch):
     text = tmp_path / "corpus.txt"
     text.write_text("hello\n")
     monkeypatch.chdir(tmp_path)
-    code, out, err = run(monkeypatch, capsys, "enqueue", "--grid", "smoke", "--set", "train.lr=0.001",
+    code, out, err = cli("enqueue", "--grid", "smoke", "--set", "train.lr=0.001",
                          "--set", "data.dataset=tinystories", "--path", "corpus.txt", "--db", sqlite_url)
     assert code == 0, err
     found = configs(sqlite_url)
@@ -45,17 +33,18 @@ def test_set_and_path_reach_every_run(sqlite_url, tmp_path, monkeypatch, capsys)
     assert {(c["data"]["dataset"], c["data"]["path"]) for c in found} == {("tinystories", str(text))}
 
 
-def test_a_key_given_twice_is_refused(sqlite_url, monkeypatch, capsys):
+def test_a_key_given_twice_is_refused(cli, sqlite_url):
     make_engine(sqlite_url).dispose()
     before = dump(sqlite_url)
-    code, out, err = run(monkeypatch, capsys, "enqueue", "--grid", "smoke", "--steps", "5", "--set", "train.steps=7",
+    code, out, err = cli("enqueue", "--grid", "smoke", "--steps", "5", "--set", "train.steps=7",
                          "--db", sqlite_url)
     assert code == 2 and out == "" and err.startswith("error: train.steps is given twice")
-    code, _, err = run(monkeypatch, capsys, "enqueue", "--grid", "smoke", "--set", "train.nosuch=1", "--db", sqlite_url)
+    code, _, err = cli("enqueue", "--grid", "smoke", "--set", "train.nosuch=1", "--db", sqlite_url)
     assert code == 2 and "unknown config key" in err
     assert dump(sqlite_url) == before
 
 
+@pytest.mark.slow
 def test_an_offline_worker_trains_from_the_enqueued_path(sqlite_url, home, tmp_path):
     corpus = tmp_path / "local.txt"
     corpus.write_text("\n\n".join(f"Paragraph {i}: the quick brown fox jumps over the lazy dog." for i in range(400)))

@@ -7,37 +7,18 @@ best-loss evaluation in the run summary (hand-built frames).
 from __future__ import annotations
 
 import json
-import sys
 
 import pandas as pd
 import pytest
-from test_worker_support import rows, start_worker
+from fixtures.workers import rows, start_worker
 
 from haares import cost
-from haares.cli.app import main
 from haares.grids import GRIDS, expand
 from haares.jobs.db import make_engine
-from haares.results import tables
-from haares.results.cells import name
+from haares.results import frames
+from haares.results.render import name
 
 GOLF_METHODS = ["standard", "block_attnres", "haares", "value_gate", "recurrent", "unet", "golf_attnres", "muon"]
-
-
-@pytest.fixture
-def cli(monkeypatch, capsys):
-    """Run `haares ARGS...` in-process; returns (exit code, stdout, stderr)."""
-
-    def run(*args: str) -> tuple[int, str, str]:
-        monkeypatch.setattr(sys, "argv", ["haares", *args])
-        code = 0
-        try:
-            main()
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
 
 
 def test_golf_grid_has_matched_parameter_counts_at_48_effective_layers():
@@ -57,7 +38,7 @@ def test_golf_grid_has_matched_parameter_counts_at_48_effective_layers():
 def test_run_summary_takes_the_bpb_of_the_best_loss_eval():
     runs = pd.DataFrame({"job_id": [1, 2], "status": ["succeeded", "running"], "step": [3, 1]})
     evals = pd.DataFrame({"job_id": [1, 1, 1, 2], "val_loss": [2.0, 1.5, 1.7, 3.0], "val_bpb": [2.9, 2.2, 2.4, 4.0]})
-    summary = tables.run_summary(runs, evals).set_index("job_id")
+    summary = frames.run_summary(runs, evals).set_index("job_id")
     assert summary.loc[1, "best"] == 1.5 and summary.loc[1, "best_bpb"] == 2.2
     assert pd.isna(summary.loc[2, "best_bpb"])  # not complete: no number, like best
 

@@ -8,7 +8,6 @@ import sqlite3
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
 import sqlalchemy as sa
@@ -39,11 +38,10 @@ def test_bad_urls_are_one_line_errors(url, message, tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []  # nothing created
 
 
-def test_unreachable_postgres_fails_fast():
-    start = time.monotonic()
-    with pytest.raises(HaaresError, match="cannot connect to PostgreSQL at postgresql://postgres@127.0.0.1:1/x"):
+def test_unreachable_postgres_is_a_one_line_error():
+    with pytest.raises(HaaresError, match="cannot connect to PostgreSQL at postgresql://postgres@127.0.0.1:1/x") as info:
         make_engine("postgresql://postgres@127.0.0.1:1/x")
-    assert time.monotonic() - start < 30  # bounded by connect_timeout, not a hang
+    assert "\n" not in str(info.value)
 
 
 def test_network_filesystem_is_refused(tmp_path, monkeypatch):

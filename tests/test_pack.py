@@ -14,7 +14,7 @@ import subprocess
 import tarfile
 
 import pytest
-from test_worker_support import HAARES, rows, tiny_runs
+from fixtures.workers import HAARES, rows, tiny_runs
 
 from haares.jobs import enqueue_runs, make_engine
 

@@ -13,11 +13,11 @@ import textwrap
 
 import pandas as pd
 import pytest
+from fixtures.report_db import build_grid_db
 from sqlalchemy import func, select
-from test_report_db import build_grid_db
 from typer.testing import CliRunner
 
-from haares.cli.app import app, main
+from haares.cli.app import app
 from haares.jobs.db import make_engine
 from haares.jobs.schema import Job
 
@@ -26,19 +26,6 @@ SMOKE = {
     ("", "haares", 42): {"evals": [(50, 2.3), (100, 2.1)]},
     ("", "standard", 42): {"status": "running", "step": 60, "evals": [(50, 2.6)]},
 }
-
-
-def haares(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    """Run the console entry point (`main`, which turns user errors into one line) in-process:
-    returns (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["haares", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = exc.code or 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.mark.parametrize(
@@ -51,9 +38,9 @@ def haares(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
         (["--table", "10", "--grid", "smoke"], "error: table 10 is analytic"),
     ],
 )
-def test_mistakes_give_one_line_and_a_nonzero_exit(sqlite_url, monkeypatch, capsys, args, message):
+def test_mistakes_give_one_line_and_a_nonzero_exit(cli, sqlite_url, args, message):
     engine = build_grid_db(sqlite_url, "main48", {("", "haares", 42): {"evals": [(2000, 1.8)]}})
-    code, out, err = haares(monkeypatch, capsys, "report", *args, "--db", sqlite_url)
+    code, out, err = cli("report", *args, "--db", sqlite_url)
     assert code != 0
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(message), err
@@ -67,7 +54,7 @@ def test_report_imports_no_torch(sqlite_url):
     code = textwrap.dedent(f"""
         import sys
         import haares.results
-        from haares.results import build, build_cost, build_seed, build_ttt, cli_entry, cost_tables, load, plot, render, tables, ttt
+        from haares.results import frames, load, paper, plot, render, reports, reports_cost
         from haares.cli.app import main
         sys.argv = ["haares", "report", "--table", "4", "--grid", "smoke", "--db", {sqlite_url!r}]
         try:
@@ -120,16 +107,16 @@ def test_plot_writes_a_png(sqlite_url, tmp_path):
     assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_empty_database_is_not_left_with_runs(sqlite_url, monkeypatch, capsys):
+def test_empty_database_is_not_left_with_runs(cli, sqlite_url):
     make_engine(sqlite_url).dispose()
-    code, _, err = haares(monkeypatch, capsys, "report", "--table", "12", "--db", sqlite_url)
+    code, _, err = cli("report", "--table", "12", "--db", sqlite_url)
     assert code != 0 and "no runs of grid main48" in err
     with make_engine(sqlite_url).connect() as conn:
         assert conn.execute(select(func.count()).select_from(Job)).scalar_one() == 0
 
 
-def test_a_missing_database_is_not_created(tmp_path, monkeypatch, capsys):
+def test_a_missing_database_is_not_created(cli, tmp_path):
     path = tmp_path / "nothing-here" / "x.db"
-    code, out, err = haares(monkeypatch, capsys, "report", "--table", "12", "--db", f"sqlite:///{path}")
+    code, out, err = cli("report", "--table", "12", "--db", f"sqlite:///{path}")
     assert code == 2 and err.startswith("error: no database at ") and out == ""
     assert not path.parent.exists()

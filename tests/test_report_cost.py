@@ -6,13 +6,13 @@ overhead over Block AttnRes from a database with known measurements, plus the an
 from __future__ import annotations
 
 import pytest
-from test_report_db import build_grid_db
+from fixtures.report_db import build_grid_db
 from typer.testing import CliRunner
 
 from haares import cost
 from haares.cli.app import app
 from haares.grids import GRIDS
-from haares.results import build
+from haares.results import reports
 
 PAPER_TABLE10 = [
     ("Block AttnRes", "4", "3.46", "5"), ("HAARES", "4", "5.92", "9"),
@@ -55,7 +55,7 @@ def table11(sqlite_url):
         ("large", "block_attnres", 42): run(1.0, 50.0),
         ("large", "haares", 42): run(1.0, 50.0, status="running", step=1200),
     })
-    return build.build_report(engine, 11, GRIDS["cost"], with_paper=True)
+    return reports.build_report(engine, 11, GRIDS["cost"], with_paper=True)
 
 
 def test_table11_throughput_memory_and_overheads(table11):

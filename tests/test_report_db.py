@@ -1,85 +1,17 @@
 """Checks results/load.py against databases built row by row: grid labels, config fields and eval
 points come back as tidy frames, a job shared by two grids carries each grid's labels, and the
-newest job per label wins. Also holds `build_grid_db`, the helper the other test_report files use.
+newest job per label wins.
 """
 
 from __future__ import annotations
 
-import json
 import math
-from collections.abc import Iterable, Mapping
 
-from sqlalchemy import Engine, insert
+from fixtures.report_db import add_run, build_grid_db
 
-from haares.grids import GRIDS, expand
+from haares.grids import GRIDS
 from haares.jobs.db import make_engine
-from haares.jobs.schema import Eval, GridRun, Job
-from haares.results import load, tables
-
-Label = tuple[str, str, int]  # (cell, method, seed)
-
-
-def add_run(
-    engine: Engine,
-    *,
-    grid: str,
-    cell: str,
-    method: str,
-    seed: int,
-    config_json: str,
-    run_key: str,
-    status: str = "succeeded",
-    step: int | None = None,
-    evals: Iterable[tuple[int, float]] = (),
-    steps_per_s: float | None = 2.0,
-    tokens_per_s: float | None = None,
-    peak_mem_bytes: int | None = None,
-    device: str | None = "cpu",
-    attempts: int = 1,
-    extra_grids: Iterable[tuple[str, str, str, int]] = (),
-    batch_order_hash: str | None = None,
-) -> int:
-    """Insert one job, its grid label(s) and its (step, val_loss) evals; returns the job id."""
-    points = list(evals)
-    with engine.begin() as conn:
-        job_id = conn.execute(
-            insert(Job).values(
-                run_key=run_key, method=method, seed=seed, config_json=config_json, status=status,
-                step=step if step is not None else (points[-1][0] if points else 0), total_steps=0, attempts=attempts,
-                result_json=json.dumps({"batch_order_hash": batch_order_hash}) if batch_order_hash else None,
-            )
-        ).inserted_primary_key[0]
-        for g, c, m, s in [(grid, cell, method, seed), *extra_grids]:
-            conn.execute(insert(GridRun).values(grid=g, job_id=job_id, cell=c, method=m, seed=s, pair_index=0, method_index=0))
-        for k, loss in points:
-            conn.execute(
-                insert(Eval).values(
-                    job_id=job_id, attempt_no=1, step=k, tokens=k * 100, train_seconds=k / (steps_per_s or 1.0),
-                    val_loss=loss, steps_per_s=steps_per_s, tokens_per_s=tokens_per_s, peak_mem_bytes=peak_mem_bytes,
-                    device=device,
-                )
-            )
-    return int(job_id)
-
-
-def build_grid_db(
-    url: str,
-    grid_name: str,
-    results: Mapping[Label, Mapping],
-    *,
-    overrides: Mapping | None = None,
-) -> Engine:
-    """A database holding the runs of `grid_name` named in `results`, configs from the grid itself.
-
-    results[(cell, method, seed)] = keyword arguments of add_run (status, evals, steps_per_s, ...).
-    """
-    engine = make_engine(url)
-    specs = {(s.cell, s.method, s.seed): s for s in expand(GRIDS[grid_name], overrides=dict(overrides or {}))}
-    for label, kwargs in results.items():
-        spec = specs[label]
-        add_run(engine, grid=grid_name, cell=spec.cell, method=spec.method, seed=spec.seed,
-                config_json=spec.config.to_json(), run_key=spec.run_key, **kwargs)
-    return engine
+from haares.results import frames, load
 
 
 def test_load_runs_gives_labels_and_config_fields(sqlite_url):
@@ -120,7 +52,7 @@ def test_newest_job_per_label_is_kept(sqlite_url):
     engine = make_engine(sqlite_url)
     old = add_run(engine, grid="smoke", cell="", method="haares", seed=42, config_json="{}", run_key="old", evals=[(50, 3.0)])
     new = add_run(engine, grid="smoke", cell="", method="haares", seed=42, config_json="{}", run_key="new", evals=[(50, 2.0)])
-    kept, left_out = tables.latest_runs(load.load_runs(engine, "smoke"))
+    kept, left_out = frames.latest_runs(load.load_runs(engine, "smoke"))
     assert list(kept["job_id"]) == [new] and old != new and left_out == 1
     # The same choice made in SQL, for runs and for evals.
     assert list(load.load_runs(engine, "smoke", newest=True)["job_id"]) == [new]
@@ -131,13 +63,13 @@ def test_newest_job_per_label_is_kept(sqlite_url):
 
 def test_report_reads_both_backends(db_url):
     """The same queries on SQLite and PostgreSQL (the `newest` subquery, the joins, the types)."""
-    from haares.results import build
+    from haares.results import reports
 
     engine = build_grid_db(db_url, "smoke", {
         ("", "block_attnres", 42): {"evals": [(50, 2.4), (100, 2.2)]},
         ("", "haares", 42): {"evals": [(50, 2.3), (100, 2.1)]},
     })
-    summary, evals, caption = build.load_grid(engine, GRIDS["smoke"])
+    summary, evals, caption = reports.load_grid(engine, GRIDS["smoke"])
     best = summary.set_index("method")["best"]
     assert best["haares"] == 2.1 and best["block_attnres"] == 2.2
     assert len(evals) == 4 and evals["val_loss"].dtype == "float64"

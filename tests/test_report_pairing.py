@@ -3,16 +3,16 @@ finished pair, or a loud caption naming the broken pairs."""
 
 from __future__ import annotations
 
-from test_report_db import build_grid_db
+from fixtures.report_db import build_grid_db
 
 from haares.grids import GRIDS
-from haares.results import build
+from haares.results import reports
 
 
 def _caption(sqlite_url, hashes):
     results = {("", method, seed): {"evals": [(50, 2.0)], "batch_order_hash": h} for (method, seed), h in hashes.items()}
     engine = build_grid_db(sqlite_url, "smoke", results)
-    report = build.build_report(engine, 4, GRIDS["smoke"])
+    report = reports.build_report(engine, 4, GRIDS["smoke"])
     return " | ".join(report.caption)
 
 

@@ -7,40 +7,27 @@ from __future__ import annotations
 
 import io
 import json
-import sys
 
+from fixtures.report_db import build_grid_db
 from rich.console import Console
-from test_report_db import build_grid_db
 
-from haares.cli.app import main
 from haares.grids import GRIDS, expand
-from haares.results import build, paper
+from haares.results import paper, reports
 from haares.results.render import print_rich
 
 MAIN48 = {(r.cell, r.method, r.seed): {"evals": [(2000, 1.9 - 0.01 * r.method_index)]} for r in expand(GRIDS["main48"])}
 
 
-def run(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["haares", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = exc.code or 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
-def test_paper_values_show_in_the_piped_table(sqlite_url, monkeypatch, capsys):
+def test_paper_values_show_in_the_piped_table(cli, sqlite_url):
     build_grid_db(sqlite_url, "main48", MAIN48).dispose()
-    code, out, err = run(monkeypatch, capsys, "report", "--table", "4", "--paper", "--db", sqlite_url)
+    code, out, err = cli("report", "--table", "4", "--paper", "--db", sqlite_url)
     assert code == 0, err
     assert "[paper 1.7995]" in out and "[paper -0.0168]" in out and "[paper -0.0313]" in out
 
 
 def test_paper_values_show_on_a_terminal(sqlite_url):
     engine = build_grid_db(sqlite_url, "main48", MAIN48)
-    report = build.build_report(engine, 12, GRIDS["main48"], with_paper=True)
+    report = reports.build_report(engine, 12, GRIDS["main48"], with_paper=True)
     console = Console(file=io.StringIO(), width=300, force_terminal=True, color_system=None)
     print_rich(report, console)
     text = console.file.getvalue()
@@ -60,9 +47,9 @@ def test_stated_numbers_have_the_papers_decimals():
     assert [x for x in numbers if repr(x) != repr(round(x, 4))] == []
 
 
-def test_json_report_with_paper_has_no_float_noise(sqlite_url, monkeypatch, capsys):
+def test_json_report_with_paper_has_no_float_noise(cli, sqlite_url):
     build_grid_db(sqlite_url, "main48", MAIN48).dispose()
-    code, out, err = run(monkeypatch, capsys, "report", "--table", "4", "--paper", "--format", "json", "--db", sqlite_url)
+    code, out, err = cli("report", "--table", "4", "--paper", "--format", "json", "--db", sqlite_url)
     assert code == 0, err
     json.loads(out)
     assert "-0.0313" in out and "-0.03130000" not in out

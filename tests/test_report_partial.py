@@ -5,16 +5,13 @@ pandas 3 the NULL result of an unfinished job arrives as NaN beside finished job
 
 from __future__ import annotations
 
-import sys
-
 import pytest
-from test_report_db import build_grid_db
+from fixtures.report_db import build_grid_db
 
-from haares.cli.app import main
 from haares.grids import GRIDS, expand
-from haares.results import build
+from haares.results import reports
 
-TABLES = [t for t, grid in build.TABLE_GRIDS.items() if grid is not None]
+TABLES = [t for t, grid in reports.TABLE_GRIDS.items() if grid is not None]
 
 
 def partial_results(grid_name: str) -> dict:
@@ -34,47 +31,35 @@ def partial_results(grid_name: str) -> dict:
     return results
 
 
-def haares(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    """The console entry point in-process: (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["haares", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = exc.code or 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
 def test_every_table_that_reads_runs_is_listed():
     assert sorted(TABLES) == [3, 4, 5, 6, 7, 8, 9, 11, 12]
 
 
 @pytest.mark.parametrize("table", TABLES)
-def test_every_table_reports_a_partial_grid(db_url, table, monkeypatch, capsys):
-    grid = build.TABLE_GRIDS[table]
+def test_every_table_reports_a_partial_grid(cli, db_url, table):
+    grid = reports.TABLE_GRIDS[table]
     build_grid_db(db_url, grid, partial_results(grid)).dispose()
     for fmt in ("table", "json"):
-        code, out, err = haares(monkeypatch, capsys, "report", "--table", str(table), "--format", fmt, "--db", db_url)
+        code, out, err = cli("report", "--table", str(table), "--format", fmt, "--db", db_url)
         assert code == 0, err
         assert f"Table {table}" in out and "Traceback" not in err
 
 
-def test_plot_of_a_partial_grid(db_url, tmp_path, monkeypatch, capsys):
+def test_plot_of_a_partial_grid(cli, db_url, tmp_path):
     build_grid_db(db_url, "smoke", partial_results("smoke")).dispose()
     target = tmp_path / "curves.png"
-    code, _, err = haares(monkeypatch, capsys, "report", "--table", "4", "--grid", "smoke", "--plot", str(target),
+    code, _, err = cli("report", "--table", "4", "--grid", "smoke", "--plot", str(target),
                           "--db", db_url)
     assert code == 0, err
     assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_a_finished_grid_enqueued_again_with_other_steps(db_url, monkeypatch, capsys):
+def test_a_finished_grid_enqueued_again_with_other_steps(cli, db_url):
     """The newest job per label (queued, no result) hides the finished one of the same label."""
     finished = {k: v for k, v in partial_results("smoke").items() if v.get("batch_order_hash")}
     build_grid_db(db_url, "smoke", finished).dispose()
     build_grid_db(db_url, "smoke", {k: {"status": "queued", "evals": []} for k in finished},
                   overrides={"train.steps": 10}).dispose()
-    code, out, err = haares(monkeypatch, capsys, "report", "--table", "4", "--grid", "smoke", "--db", db_url)
+    code, out, err = cli("report", "--table", "4", "--grid", "smoke", "--db", db_url)
     assert code == 0, err
     assert "queued" in out and "Traceback" not in err

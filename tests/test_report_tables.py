@@ -10,10 +10,10 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from test_report_db import build_grid_db
+from fixtures.report_db import build_grid_db
 
 from haares.grids import GRIDS
-from haares.results import build, tables
+from haares.results import frames, reports
 from haares.results.render import render
 
 MAIN48 = {
@@ -32,7 +32,7 @@ MAIN48 = {
 @pytest.fixture
 def table4(sqlite_url):
     engine = build_grid_db(sqlite_url, "main48", MAIN48)
-    return build.build_report(engine, 4, GRIDS["main48"])
+    return reports.build_report(engine, 4, GRIDS["main48"])
 
 
 def data(report, title_part):
@@ -97,7 +97,7 @@ def test_other_states_and_missing_runs(sqlite_url):
         ("", "haares", 42): {"status": "queued", "step": 100, "evals": [(50, 2.4), (100, 2.3)]},
         ("", "standard", 123): {"status": "succeeded", "evals": []},
     })
-    frame = data(build.build_report(engine, 4, GRIDS["smoke"]), "best validation loss").frame
+    frame = data(reports.build_report(engine, 4, GRIDS["smoke"]), "best validation loss").frame
     assert frame.loc["42", "Standard Residual"] == "failed"
     assert frame.loc["42", "Block AttnRes"] == "queued"
     assert frame.loc["42", "HAARES"] == "queued @ step 100"
@@ -111,7 +111,7 @@ def test_delta_stats_sign_rules():
         "all_lower": [-0.1, -0.2, -0.3], "mixed": [-0.1, 0.2, -0.3], "mixed_incomplete": [-0.1, np.nan, 0.2],
         "open": [-0.1, -0.2, np.nan], "zero": [-0.1, 0.0, -0.2],
     }, index=[42, 123, 2026])
-    s = tables.delta_stats(deltas)
+    s = frames.delta_stats(deltas)
     assert s.loc["all_lower", "sign_holds"] is True and s.loc["all_lower", "n_lower"] == 3
     assert s.loc["mixed", "sign_holds"] is False
     assert s.loc["mixed_incomplete", "sign_holds"] is False
@@ -126,7 +126,7 @@ def test_multi_cell_grid_has_an_overview(sqlite_url):
         ("12L", "haares", 42): {"evals": [(2000, 1.9)]},
         ("48L", "block_attnres", 42): {"evals": [(2000, 1.8)]},
     })
-    report = build.build_report(engine, 3, GRIDS["depth"])
+    report = reports.build_report(engine, 3, GRIDS["depth"])
     overview = report.sections[0]
     assert overview.title == "seed means by cell"
     assert list(overview.frame.index) == ["12L", "24L", "48L"]
@@ -139,7 +139,7 @@ def test_multi_cell_grid_has_an_overview(sqlite_url):
 
 def test_paper_values_sit_beside_measured_ones(sqlite_url):
     engine = build_grid_db(sqlite_url, "main48", MAIN48)
-    report = build.build_report(engine, 4, GRIDS["main48"], with_paper=True)
+    report = reports.build_report(engine, 4, GRIDS["main48"], with_paper=True)
     loss, delta = data(report, "best validation loss"), data(report, "paired Δ")
     assert loss.frame.loc["42", "Block AttnRes"] == "1.8000 / 6.05 [paper 1.7995]"
     assert loss.frame.loc["mean", "HAARES"].endswith("[paper 1.7744]")
@@ -151,7 +151,7 @@ def test_caption_flags_resumed_runs_and_left_out_older_jobs(sqlite_url):
     engine = build_grid_db(sqlite_url, "smoke", {("", "haares", 42): {"evals": [(50, 2.0)], "attempts": 2}})
     build_grid_db(sqlite_url, "smoke", {("", "haares", 42): {"evals": [(50, 2.0)], "attempts": 2}},
                   overrides={"train.steps": 100})
-    caption = build.build_report(engine, 4, GRIDS["smoke"]).caption
+    caption = reports.build_report(engine, 4, GRIDS["smoke"]).caption
     assert "resumed after an interruption (more than one attempt): haares seed 42" in caption
     assert any(line.startswith("1 older run(s) with the same grid labels are left out") for line in caption)
     assert any("budget 100 steps" in line for line in caption)  # the newest job is the one shown

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from test_report_db import build_grid_db
+from fixtures.report_db import build_grid_db
 
 from haares.grids import GRIDS
-from haares.results import build, paper, ttt
+from haares.results import frames, paper, reports
 
 STEPS = range(2000, 30_001, 2000)
 
@@ -42,7 +42,7 @@ def paper_rates() -> pd.DataFrame:
 
 
 def test_paper_figures_reproduce_table12():
-    per_seed = ttt.time_to_target(paper_evals(), paper_rates()).set_index("seed")
+    per_seed = frames.time_to_target(paper_evals(), paper_rates()).set_index("seed")
     for seed, p in paper.TABLE12_SEEDS.items():
         row = per_seed.loc[seed]
         assert row["target"] == pytest.approx(p["target"])
@@ -51,7 +51,7 @@ def test_paper_figures_reproduce_table12():
         # 30000 / 2.08 / 3600 = 4.006 h; the paper prints 4.02 from unrounded throughputs.
         assert row["baseline_hours"] == pytest.approx(30_000 / 2.08 / 3600)
         assert abs(row["baseline_hours"] - paper.TABLE12_BASELINE_HOURS) < 0.015
-    mean = ttt.ttt_mean(per_seed.reset_index())
+    mean = frames.ttt_mean(per_seed.reset_index())
     assert mean["n_reached"] == 3
     assert mean["target"] == pytest.approx(1.8057, abs=1e-4)
     assert mean["step"] == pytest.approx(19_333.3, abs=0.1)
@@ -61,9 +61,9 @@ def test_paper_figures_reproduce_table12():
 
 
 def test_a_seed_that_never_reaches_the_target():
-    per_seed = ttt.time_to_target(paper_evals(never=2026), paper_rates()).set_index("seed")
+    per_seed = frames.time_to_target(paper_evals(never=2026), paper_rates()).set_index("seed")
     assert not per_seed.loc[2026, "reached"] and pd.isna(per_seed.loc[2026, "step"])
-    mean = ttt.ttt_mean(per_seed.reset_index())
+    mean = frames.ttt_mean(per_seed.reset_index())
     assert mean["n_reached"] == 2 and mean["n_seeds"] == 3
     assert mean["step"] == pytest.approx(22_000)
     assert mean["target"] == pytest.approx(1.8057, abs=1e-4)  # targets still average over every seed
@@ -71,7 +71,7 @@ def test_a_seed_that_never_reaches_the_target():
 
 def test_measured_steps_per_s_is_the_mean_of_window_rates():
     evals = pd.DataFrame({"job_id": [1, 1, 1, 2], "steps_per_s": [1.0, 2.0, 3.0, 5.0]})
-    assert ttt.measured_steps_per_s(evals).to_dict() == {1: 2.0, 2: 5.0}
+    assert frames.measured_steps_per_s(evals).to_dict() == {1: 2.0, 2: 5.0}
 
 
 def test_table12_from_a_database(sqlite_url):
@@ -85,7 +85,7 @@ def test_table12_from_a_database(sqlite_url):
             "steps_per_s": 1.71}
     results[("", "haares", 2026)] = {"status": "running", "step": 6000, "evals": [(2000, 2.0)]}
     engine = build_grid_db(sqlite_url, "main48", results)
-    report = build.build_report(engine, 12, GRIDS["main48"], with_paper=True)
+    report = reports.build_report(engine, 12, GRIDS["main48"], with_paper=True)
     frame = report.sections[0].frame
     assert frame.loc["42", "HAARES step"] == "24K [paper 24K]"
     assert frame.loc["42", "Time h (BAR → HAARES)"] == "4.01 → 3.90 [paper 3.90]"

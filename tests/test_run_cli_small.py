@@ -5,12 +5,12 @@ torch cannot use is refused before any data is prepared, and a resumed run says 
 from __future__ import annotations
 
 import pytest
-from test_train_cli import _args
+from fixtures.tiny import run_args as _args
 from typer.testing import CliRunner
 
 from haares.cli.app import app
-from haares.cli.run import check_device, resolve_run
 from haares.errors import HaaresError
+from haares.runner import check_device, resolve_run
 
 
 def test_a_cell_on_a_grid_without_cells():
@@ -36,7 +36,7 @@ def test_a_device_torch_cannot_use_is_refused_before_data(monkeypatch):
     monkeypatch.setattr(data, "prepare", no_data)
     result = CliRunner().invoke(app, ["run", "--grid", "smoke", "--method", "haares", "--seed", "42",
                                       "--device", "cuda"])
-    assert isinstance(result.exception, HaaresError) and "CUDA device" in str(result.exception)
+    assert result.exit_code == 2 and result.stderr.startswith("error: --device cuda: torch sees 0 CUDA device")
 
 
 def test_a_resumed_run_says_from_which_step(tmp_path):

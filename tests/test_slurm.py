@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_worker_support import HAARES, rows, start_worker, tiny_runs, wait_for
+from fixtures.workers import HAARES, rows, start_worker, tiny_runs, wait_for
 
 from haares import __version__
 from haares.errors import HaaresError
@@ -159,7 +159,7 @@ TWIN = """
 import json, os, sys, pathlib, torch
 sys.path.insert(0, sys.argv[1])
 os.sched_setaffinity(0, {max(os.sched_getaffinity(0))})  # the core the allocation does not use
-from test_worker_support import tiny_runs
+from fixtures.workers import tiny_runs
 from haares.train import train
 torch.set_num_threads(1)
 steps, every, index = (int(a) for a in sys.argv[2:5])

@@ -7,32 +7,14 @@ from __future__ import annotations
 
 import io
 import json
-import sys
 
-import pytest
 import sqlalchemy as sa
+from fixtures.queue import dump
 from rich.console import Console
-from test_cli_queue import dump
 
-from haares.cli.app import main
 from haares.cli.status import render, snapshot
 from haares.jobs import claim, enqueue_sleep, make_engine, reap
 from haares.jobs.schema import Job
-
-
-@pytest.fixture
-def cli(monkeypatch, capsys):
-    def run(*args: str) -> tuple[int, str, str]:
-        monkeypatch.setattr(sys, "argv", ["haares", *args])
-        code = 0
-        try:
-            main()
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
 
 
 def take(engine, worker: str = "hostname-of-a-cluster-node.example.org:123456:abcdef"):

@@ -21,27 +21,18 @@ from pathlib import Path
 
 import pytest
 import torch
+from fixtures.tensorboard import read_scalars
+from fixtures.tiny import tiny_config
 from tensorboard.backend.event_processing import plugin_event_accumulator as pea
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 from tensorboard.backend.event_processing.plugin_event_multiplexer import EventMultiplexer
 from tensorboard.util import tensor_util
-from test_train import tiny_config
 
 from haares.sinks import GuardedSinks, RunInfo, RunLabel, default_sinks
 from haares.sinks.tensorboard import EVAL_TAGS, PROGRESS_PREFIX, TensorBoardSink, link_path
 from haares.train import EvalPoint, Preempted, TrainCallbacks, train
 
 SMOKE_42 = RunLabel("smoke", "", "haares", 42)
-
-
-def read_scalars(logdir: Path) -> dict[str, list[tuple[int, float]]]:
-    """{tag: [(step, value), ...]} as TensorBoard shows it (purges applied), keeping every point."""
-    acc = pea.EventAccumulator(str(logdir), size_guidance={pea.TENSORS: 0})
-    acc.Reload()
-    return {
-        tag: [(e.step, float(tensor_util.make_ndarray(e.tensor_proto))) for e in acc.Tensors(tag)]
-        for tag in acc.Tags()["tensors"]
-    }
 
 
 def raw_counts(logdir: Path) -> dict[tuple[str, int], int]:
@@ -158,6 +149,7 @@ finally:
 """
 
 
+@pytest.mark.slow
 def test_kill_after_an_eval_then_resume_in_a_new_process_shows_each_step_once(tmp_path):
     cfg = tiny_config(steps=20, eval_every=5)
     run_dir, home = tmp_path / "run", tmp_path / "home"
@@ -300,7 +292,7 @@ def test_evals_and_checkpoints_from_before_grad_norm_still_load(tmp_path):
 
 
 def test_haares_run_names_its_curves_by_grid(tmp_path, home):
-    from test_train_cli import _args
+    from fixtures.tiny import run_args as _args
     from typer.testing import CliRunner
 
     from haares.cli.app import app
@@ -314,7 +306,7 @@ def test_haares_run_names_its_curves_by_grid(tmp_path, home):
 
 
 def test_worker_labels_come_from_every_grid_of_the_job(sqlite_url):
-    from test_worker_support import tiny_runs
+    from fixtures.workers import tiny_runs
 
     from haares.child import run_labels
     from haares.jobs import enqueue_runs, grid_labels, make_engine

@@ -14,7 +14,7 @@ import subprocess
 from datetime import datetime, timedelta
 
 import pytest
-from test_worker_support import HAARES, rows, start_worker, tiny_runs, wait_for
+from fixtures.workers import HAARES, rows, start_worker, tiny_runs, wait_for
 
 from haares.errors import HaaresError
 from haares.jobs import claim, db, enqueue_runs, enqueue_sleep, finish, make_engine
@@ -95,6 +95,7 @@ def test_claimable_ids_use_the_history_of_the_same_shape_and_local_checkpoints(s
     engine.dispose()
 
 
+@pytest.mark.slow
 def test_worker_skips_jobs_that_cannot_finish_and_exits_zero(sqlite_url, tmp_path, home):
     engine = make_engine(sqlite_url)
     enqueue_sleep(engine=engine, count=1, seconds=60, priority=1)  # first in claim order, never fits
@@ -109,6 +110,7 @@ def test_worker_skips_jobs_that_cannot_finish_and_exits_zero(sqlite_url, tmp_pat
     engine.dispose()
 
 
+@pytest.mark.slow
 def test_job_running_at_the_limit_is_preempted_with_its_retry_unused(sqlite_url, tmp_path, home):
     """No estimate for a training job (no history): claimed while more than half the limit remains, then
     handed back at the limit minus the margin; nothing stays running and the worker exits 0."""
@@ -124,6 +126,7 @@ def test_job_running_at_the_limit_is_preempted_with_its_retry_unused(sqlite_url,
     engine.dispose()
 
 
+@pytest.mark.slow
 def test_sigusr1_preempts_like_sigterm(sqlite_url, tmp_path, home):
     engine = make_engine(sqlite_url)
     enqueue_sleep(engine=engine, count=1, seconds=60)

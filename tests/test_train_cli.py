@@ -12,22 +12,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from fixtures.tiny import run_args as _args
 from typer.testing import CliRunner
 
 from haares.cli.app import app
-from haares.cli.run import resolve_run, resume_command
 from haares.errors import HaaresError
-
-TINY = [
-    "model.d_model=32", "model.d_ff=64", "model.n_layers=2", "model.n_heads=2", "data.seq_len=16",
-    "data.eval_tokens=64", "train.batch_size=4", "train.eval_batch_size=4", "train.steps=6", "train.eval_every=3",
-]
-
-
-def _args(run_dir: Path) -> list[str]:
-    sets = [part for text in TINY for part in ("--set", text)]
-    return ["run", "--grid", "smoke", "--method", "haares", "--seed", "42", *sets, "--device", "cpu",
-            "--run-dir", str(run_dir)]
+from haares.runner import resolve_run, resume_command
 
 
 def test_resolve_run_applies_method_seed_and_overrides():

@@ -101,6 +101,7 @@ def _assert_identical(twin_result, twin_dir: Path, result, run_dir: Path) -> Non
     assert losses(run_dir) == losses(twin_dir)
 
 
+@pytest.mark.slow
 def test_crash_after_eval_then_resume_in_a_new_process_is_bitwise_identical(twin, tmp_path):
     twin_result, twin_dir = twin
     run_dir = tmp_path / "run"
@@ -120,6 +121,7 @@ def test_crash_after_eval_then_resume_in_a_new_process_is_bitwise_identical(twin
     _assert_identical(twin_result, twin_dir, result, run_dir)
 
 
+@pytest.mark.slow
 def test_sigterm_between_evaluations_checkpoints_that_step_and_resumes_identically(twin, tmp_path):
     twin_result, twin_dir = twin
     run_dir = tmp_path / "run"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-from test_worker_support import HAARES, rows, tiny_runs
+from fixtures.workers import HAARES, rows, tiny_runs
 
 from haares import worker as worker_mod
 from haares.jobs.db import make_engine

@@ -16,7 +16,7 @@ import time
 from collections import Counter
 
 import pytest
-from test_worker_support import rows
+from fixtures.workers import rows
 
 from haares.jobs.db import make_engine
 from haares.jobs.enqueue import enqueue_sleep

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import subprocess
 
-from test_worker_support import HAARES, rows, tiny_runs
+import pytest
+from fixtures.workers import HAARES, rows, tiny_runs
 
 from haares.jobs.db import make_engine
 from haares.jobs.enqueue import enqueue_runs
@@ -27,6 +28,7 @@ def _drain(url: str, spec) -> list:  # noqa: ANN001
     return out
 
 
+@pytest.mark.slow
 def test_a_new_database_records_the_finished_run_it_finds(db_url, home, tmp_path):
     spec = tiny_runs(**{"train.steps": 6, "train.eval_every": 3})[0]
     first = _drain(f"sqlite:///{tmp_path / 'first.db'}", spec)

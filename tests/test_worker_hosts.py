@@ -11,7 +11,8 @@ import signal
 import subprocess
 import time
 
-from test_worker_support import HAARES, rows, start_worker, tiny_runs, wait_for
+import pytest
+from fixtures.workers import HAARES, rows, start_worker, tiny_runs, wait_for
 
 from haares.jobs.db import make_engine
 from haares.jobs.enqueue import enqueue_runs
@@ -47,6 +48,7 @@ def worker_once(db_url: str, home, host: str, *args: str) -> subprocess.Complete
                           text=True, env=host_env(home, host), timeout=300)
 
 
+@pytest.mark.slow
 def test_a_host_without_the_checkpoint_waits_then_restarts_and_says_so(db_url, tmp_path):
     engine, step = preempted_on_host_a(db_url, tmp_path)
     waiting = worker_once(db_url, tmp_path / "b", "host-b", "--checkpoint-grace", "600")
@@ -68,6 +70,7 @@ def test_a_host_without_the_checkpoint_waits_then_restarts_and_says_so(db_url, t
     assert logs.stdout.startswith(f"haares.worker: the checkpoint at step {step} is on host host-a")
 
 
+@pytest.mark.slow
 def test_a_host_sharing_the_results_home_resumes_at_once(db_url, tmp_path):
     engine, step = preempted_on_host_a(db_url, tmp_path)
     resumed = worker_once(db_url, tmp_path / "a", "host-b", "--checkpoint-grace", "600")

@@ -15,8 +15,8 @@ import os
 import signal
 
 import pytest
-from test_tensorboard import read_scalars
-from test_worker_support import rows, start_worker, tiny_runs, wait_for
+from fixtures.tensorboard import read_scalars
+from fixtures.workers import rows, start_worker, tiny_runs, wait_for
 
 from haares.jobs.db import make_engine
 from haares.jobs.enqueue import enqueue_runs

@@ -13,7 +13,7 @@ import re
 import subprocess
 
 import pytest
-from test_worker_support import HAARES, rows, start_worker, tiny_runs
+from fixtures.workers import HAARES, rows, start_worker, tiny_runs
 
 from haares.jobs.db import make_engine
 from haares.jobs.enqueue import enqueue_runs

@@ -51,16 +51,13 @@ def bench(
     sublayers, the whole step in one CUDA graph). Exits 1 when an equivalence check is over its bar
     (fp32: 1e-5; bf16: 1.5x Standard's own bf16 error) or missing.
     """
-    import torch
-
     from haares import bench as bench_mod
-    from haares.errors import HaaresError
+    from haares.errors import HaaresError, first_line
+    from haares.runner import default_device
 
     check_bench_args(family=family, layers=layers, blocks=blocks, schemes=schemes, precision=precision,
                      steps=steps, warmup=warmup)
-    from haares.cli.run import check_device
-
-    device = check_device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = default_device(device)
     argv = [
         "--family", family, "--layers", str(layers), "--blocks", str(blocks), "--schemes", schemes,
         "--precision", precision, "--router", router, "--compile", compile, "--cuda-graph", cuda_graph,
@@ -75,10 +72,7 @@ def bench(
     try:
         code = bench_mod.main(argv)
     except (ValueError, RuntimeError) as exc:
-        raise HaaresError(f"bench failed: {str(exc).splitlines()[0]}") from None
+        raise HaaresError(f"bench failed: {first_line(exc)}") from None
     if code:
         raise typer.Exit(code)
 
-
-def register(app: typer.Typer) -> None:
-    app.command("bench")(bench)

@@ -32,7 +32,3 @@ def prepare_command(
     typer.echo(f"  tokenizer {tokenizer}, vocab {prepared.tokenizer.vocab_size}; fingerprint {prepared.fingerprint}")
     typer.echo(f"  cache {prepared.cache_dir}")
 
-
-def register(app: typer.Typer) -> None:
-    """Add the `data` command group."""
-    app.add_typer(data_app, name="data")

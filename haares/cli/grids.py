@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import typer
-
 PAPER_STEPS_PER_S = 2.08
 """Block AttnRes at medium 48L in the paper's Table 12 (fp32); calibrates the sustained FLOP rate."""
 
@@ -45,24 +43,22 @@ def grid_summaries() -> list[dict[str, Any]]:
     return out
 
 
-def register(app: typer.Typer) -> None:
-    @app.command()
-    def grids() -> None:
-        """List every grid: paper table, distinct runs and an estimated GPU-hour budget."""
-        from rich.console import Console
-        from rich.table import Table
+def grids() -> None:
+    """List every grid: paper table, distinct runs and an estimated GPU-hour budget."""
+    from rich.console import Console
+    from rich.table import Table
 
-        table = Table(title="grids")
-        for col in ("grid", "paper", "runs", "GPU-h (est.)", "what"):
-            # A grid's name is what users type next: never wrapped, whatever the terminal's width.
-            table.add_column(col, justify="right" if col in ("runs", "GPU-h (est.)") else "left",
-                             no_wrap=col == "grid")
-        for row in grid_summaries():
-            table.add_row(row["grid"], row["paper"], str(row["runs"]), f"{row['gpu_hours']:,.1f}", row["description"])
-        console = Console()
-        console.print(table)
-        console.print(
-            f"GPU-hours assume {assumed_flops_per_s() / 1e12:.1f} TFLOP/s sustained: the rate implied by the "
-            f"paper's {PAPER_STEPS_PER_S} steps/s for Block AttnRes at medium 48L (fp32), applied to "
-            "haares.cost.model_flops_per_token x tokens of every distinct run. Runs shared by grids count in each."
-        )
+    table = Table(title="grids")
+    for col in ("grid", "paper", "runs", "GPU-h (est.)", "what"):
+        # A grid's name is what users type next: never wrapped, whatever the terminal's width.
+        table.add_column(col, justify="right" if col in ("runs", "GPU-h (est.)") else "left",
+                         no_wrap=col == "grid")
+    for row in grid_summaries():
+        table.add_row(row["grid"], row["paper"], str(row["runs"]), f"{row['gpu_hours']:,.1f}", row["description"])
+    console = Console()
+    console.print(table)
+    console.print(
+        f"GPU-hours assume {assumed_flops_per_s() / 1e12:.1f} TFLOP/s sustained: the rate implied by the "
+        f"paper's {PAPER_STEPS_PER_S} steps/s for Block AttnRes at medium 48L (fp32), applied to "
+        "haares.cost.model_flops_per_token x tokens of every distinct run. Runs shared by grids count in each."
+    )

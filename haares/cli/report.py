@@ -1,18 +1,28 @@
-"""`haares report`: rebuild one of the paper's tables (3 to 12) from the database. Never imports torch."""
+"""`haares report`: rebuild one of the paper's tables (3 to 12) from the database and print it. Never imports torch.
+
+Arguments are checked before the database is opened, so a mistake touches nothing. The tables are
+built by haares.results (load -> frames -> reports -> render); this module opens the database, prints
+and plots.
+"""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from haares.cli.options import DbOption, FormatOption, GridOption
+from haares.cli.options import DbOption, FormatOption, GridOption, database
+from haares.errors import HaaresError
 
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
-def register(app: typer.Typer) -> None:
-    """Add the `report` command to `app`."""
-    app.command("report")(report)
+    from haares.grids import Grid
+    from haares.results.render import Report
+
+PLOT_SUFFIXES = (".png", ".pdf", ".svg")
 
 
 def report(
@@ -27,6 +37,58 @@ def report(
     db: DbOption = None,
 ) -> None:
     """Rebuild the paper's table N, or a grid's own report, from the runs in the database (see docs/reports.md)."""
-    from haares.results.cli_entry import run_report
+    from haares.results.render import FORMATS
+    from haares.results.reports import build_report, grid_for
 
-    run_report(table=table, grid_name=grid, fmt=fmt, with_paper=with_paper, plot=plot, db=db)
+    if fmt not in FORMATS:
+        raise HaaresError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+    spec = grid_for(table, grid)
+    if plot is not None:
+        check_plot_path(plot, analytic=spec is None)
+    if spec is None:  # the analytic Table 10 reads no database
+        print_report(build_report(None, table, None, with_paper=with_paper), fmt)
+        return
+    with database(db, read_only=True) as engine:
+        built = build_report(engine, table, spec, with_paper=with_paper)
+        print_report(built, fmt)
+        if plot is not None:
+            path = write_plot(engine, spec, plot, title=f"{built.title}: grid {spec.name}, validation loss")
+            print(f"wrote {path}", file=sys.stderr)
+
+
+def check_plot_path(path: Path, *, analytic: bool = False) -> None:
+    """A plot target must be a file name with an image suffix, in a folder that exists (HaaresError)."""
+    if analytic:
+        raise HaaresError("table 10 is analytic and has no training curves; drop --plot")
+    if path.is_dir():
+        raise HaaresError(f"--plot {path} is a folder; name a file, e.g. --plot {path / 'curves.png'}")
+    if path.suffix.lower() not in PLOT_SUFFIXES:
+        raise HaaresError(f"--plot {path}: the file name must end in {', '.join(PLOT_SUFFIXES)} (the image format)")
+    if not path.parent.is_dir():
+        raise HaaresError(f"--plot {path}: the folder {path.parent} does not exist")
+
+
+def write_plot(engine: Engine, spec: Grid, path: Path, *, title: str) -> Path:
+    """The grid's training curves (val loss vs step, methods x seeds x cells) written to `path`."""
+    from haares.results import frames
+    from haares.results.plot import plot_curves
+    from haares.results.reports import load_grid
+
+    summary, evals, _ = load_grid(engine, spec)
+    return plot_curves(
+        evals, path, methods=frames.ordered(spec.methods, summary["method"]),
+        seeds=frames.ordered(spec.seeds, summary["seed"]), cells=frames.ordered(spec.cells, summary["cell"]),
+        title=title,
+    )
+
+
+def print_report(built: Report, fmt: str) -> None:
+    """Write the report to stdout: rich tables in colour on a terminal, else the text of `fmt`."""
+    from haares.results.render import print_rich, render
+
+    if fmt == "table" and sys.stdout.isatty():
+        from rich.console import Console
+
+        print_rich(built, Console())
+    else:
+        sys.stdout.write(render(built, fmt))

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from typing import Annotated, Any
 
 import typer
 
-from haares.cli.options import DbOption, GridOption
+from haares.cli.options import DbOption, GridOption, database
 
 STATE_STYLE = {"queued": "white", "running": "cyan", "succeeded": "green", "failed": "red",
                "cancelled": "magenta", "held": "yellow"}
@@ -39,18 +41,17 @@ def reap_quietly(engine: Any) -> None:
         pass  # e.g. a read-only database: status still shows what it can read
 
 
-def open_engines(url: str) -> tuple[Any, Any]:
-    """(reader, reaper): a read-only engine that never creates anything, and a writable one for
-    reaping, or None where the database cannot be written from here."""
+@contextmanager
+def reaper_engine(db: str | None) -> Iterator[Any]:
+    """A writable engine for reaping, or None where the database cannot be written from here."""
     from haares.errors import HaaresError
-    from haares.jobs import make_engine
 
-    reader = make_engine(url, read_only=True)
-    try:
-        reaper = make_engine(url, create=False)
-    except HaaresError:
-        reaper = None
-    return reader, reaper
+    with ExitStack() as stack:
+        try:
+            engine = stack.enter_context(database(db, create=False))
+        except HaaresError:
+            engine = None  # e.g. a read-only results home: status still shows what it can read
+        yield engine
 
 
 def check_grid(grid: str | None, snap: dict[str, Any]) -> None:
@@ -150,42 +151,38 @@ def render(snap: dict[str, Any], *, grid: str | None, width: int = 180) -> Any:
     return Group(*parts)
 
 
-def register(app: typer.Typer) -> None:
-    @app.command()
-    def status(
-        grid: GridOption = None,
-        watch: Annotated[bool, typer.Option("--watch", "-w", help="Refresh every 2 s until Ctrl-C.")] = False,
-        as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object: grids (counts) and jobs.")] = False,
-        db: DbOption = None,
-    ) -> None:
-        """Show jobs per grid: state, step, val loss, tokens/s, ETA, worker, GPU and heartbeat age."""
-        from rich.console import Console
+def status(
+    grid: GridOption = None,
+    watch: Annotated[bool, typer.Option("--watch", "-w", help="Refresh every 2 s until Ctrl-C.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object: grids (counts) and jobs.")] = False,
+    db: DbOption = None,
+) -> None:
+    """Show jobs per grid: state, step, val loss, tokens/s, ETA, worker, GPU and heartbeat age."""
+    from rich.console import Console
 
-        from haares.settings import resolve_db_url
+    with database(db, read_only=True) as engine, reaper_engine(db) as reaper:
+        first = snapshot(engine=engine, grid=grid, reaper=reaper)
+        check_grid(grid, first)
+        if as_json:
+            typer.echo(json.dumps(first, default=str))
+            return
+        # Piped or logged output gets a wide table instead of rich's 80-column default.
+        console = Console() if sys.stdout.isatty() else Console(width=180)
+        if not watch:
+            console.print(render(first, grid=grid, width=console.width))
+            return
+        watch_status(console, first, engine=engine, grid=grid, reaper=reaper)
 
-        engine, reaper = open_engines(resolve_db_url(db))
-        try:
-            first = snapshot(engine=engine, grid=grid, reaper=reaper)
-            check_grid(grid, first)
-            if as_json:
-                typer.echo(json.dumps(first, default=str))
-                return
-            # Piped or logged output gets a wide table instead of rich's 80-column default.
-            console = Console() if sys.stdout.isatty() else Console(width=180)
-            if not watch:
-                console.print(render(first, grid=grid, width=console.width))
-                return
-            from rich.live import Live
 
-            try:
-                with Live(render(first, grid=grid, width=console.width), console=console, auto_refresh=False) as live:
-                    while True:
-                        time.sleep(2.0)
-                        snap = snapshot(engine=engine, grid=grid, reaper=reaper)
-                        live.update(render(snap, grid=grid, width=console.width), refresh=True)
-            except KeyboardInterrupt:
-                pass
-        finally:
-            engine.dispose()
-            if reaper is not None:
-                reaper.dispose()
+def watch_status(console: Any, first: dict[str, Any], *, engine: Any, grid: str | None, reaper: Any) -> None:
+    """Redraw the status table every 2 s until Ctrl-C."""
+    from rich.live import Live
+
+    try:
+        with Live(render(first, grid=grid, width=console.width), console=console, auto_refresh=False) as live:
+            while True:
+                time.sleep(2.0)
+                snap = snapshot(engine=engine, grid=grid, reaper=reaper)
+                live.update(render(snap, grid=grid, width=console.width), refresh=True)
+    except KeyboardInterrupt:
+        pass

@@ -92,60 +92,56 @@ class LiveReporter(LineReporter):
         self.live.stop()
 
 
-def register(app: typer.Typer) -> None:
-    """Add `haares worker`."""
+def worker(
+    gpu: Annotated[str, typer.Option("--gpu", help="Device the children use: a GPU index (0), indices (0,1) or cpu.")],
+    db: DbOption = None,
+    once: Annotated[bool, typer.Option("--once", help="Run one job, then exit.")] = False,
+    max_jobs: Annotated[Optional[int], typer.Option("--max-jobs", help="Exit after this many jobs.")] = None,
+    slots: Annotated[int, typer.Option("--slots", help="Jobs run at once on the one device.")] = 1,
+    wait: Annotated[bool, typer.Option("--wait", help="Keep polling an empty queue instead of exiting.")] = False,
+    heartbeat: Annotated[float, typer.Option("--heartbeat", help="Seconds between lease renewals.")] = 30.0,
+    lease_ttl: Annotated[float, typer.Option("--lease-ttl", help="Seconds a lease lives without renewal.")] = 180.0,
+    poll: Annotated[float, typer.Option("--poll", help="Seconds between claims on an idle queue (+-20%).")] = 10.0,
+    grace: Annotated[float, typer.Option("--grace", help="Seconds from SIGTERM to SIGKILL for a child.")] = 120.0,
+    time_limit: Annotated[Optional[str], typer.Option(
+        "--time-limit", help="Run at most this long (90s, 9m, 1h30m, 1:30:00): claim only jobs that can "
+        "finish in time, preempt the rest cleanly before the end.")] = None,
+    checkpoint_margin: Annotated[Optional[float], typer.Option(
+        "--checkpoint-margin", help="Seconds before --time-limit at which children checkpoint and hand "
+        "their jobs back. Default: 60, at most a fifth of the limit.")] = None,
+    claim_fraction: Annotated[float, typer.Option(
+        "--claim-fraction", help="Under --time-limit, claim a job whose duration cannot be estimated only "
+        "while more than this fraction of the limit remains.")] = 0.5,
+    checkpoint_grace: Annotated[float, typer.Option(
+        "--checkpoint-grace",
+        help="Seconds a job whose checkpoint is on another host's disk waits for it before this worker restarts it.",
+    )] = 600.0,
+) -> None:
+    """Claim jobs and train each in a child process bound to one GPU (or the CPU).
 
-    @app.command("worker")
-    def worker(
-        gpu: Annotated[str, typer.Option("--gpu", help="Device the children use: a GPU index (0), indices (0,1) or cpu.")],
-        db: DbOption = None,
-        once: Annotated[bool, typer.Option("--once", help="Run one job, then exit.")] = False,
-        max_jobs: Annotated[Optional[int], typer.Option("--max-jobs", help="Exit after this many jobs.")] = None,
-        slots: Annotated[int, typer.Option("--slots", help="Jobs run at once on the one device.")] = 1,
-        wait: Annotated[bool, typer.Option("--wait", help="Keep polling an empty queue instead of exiting.")] = False,
-        heartbeat: Annotated[float, typer.Option("--heartbeat", help="Seconds between lease renewals.")] = 30.0,
-        lease_ttl: Annotated[float, typer.Option("--lease-ttl", help="Seconds a lease lives without renewal.")] = 180.0,
-        poll: Annotated[float, typer.Option("--poll", help="Seconds between claims on an idle queue (+-20%).")] = 10.0,
-        grace: Annotated[float, typer.Option("--grace", help="Seconds from SIGTERM to SIGKILL for a child.")] = 120.0,
-        time_limit: Annotated[Optional[str], typer.Option(
-            "--time-limit", help="Run at most this long (90s, 9m, 1h30m, 1:30:00): claim only jobs that can "
-            "finish in time, preempt the rest cleanly before the end.")] = None,
-        checkpoint_margin: Annotated[Optional[float], typer.Option(
-            "--checkpoint-margin", help="Seconds before --time-limit at which children checkpoint and hand "
-            "their jobs back. Default: 60, at most a fifth of the limit.")] = None,
-        claim_fraction: Annotated[float, typer.Option(
-            "--claim-fraction", help="Under --time-limit, claim a job whose duration cannot be estimated only "
-            "while more than this fraction of the limit remains.")] = 0.5,
-        checkpoint_grace: Annotated[float, typer.Option(
-            "--checkpoint-grace",
-            help="Seconds a job whose checkpoint is on another host's disk waits for it before this worker restarts it.",
-        )] = 600.0,
-    ) -> None:
-        """Claim jobs and train each in a child process bound to one GPU (or the CPU).
+    Heartbeats every --heartbeat seconds and writes evals and results to the database.
 
-        Heartbeats every --heartbeat seconds and writes evals and results to the database.
+    On SIGTERM, SIGUSR1 (Slurm's time-limit warning) or Ctrl-C the children checkpoint at their next step and their jobs go back to the queue; a second Ctrl-C kills them.
 
-        On SIGTERM, SIGUSR1 (Slurm's time-limit warning) or Ctrl-C the children checkpoint at their next step and their jobs go back to the queue; a second Ctrl-C kills them.
+    Exits when the queue has nothing to claim, unless --wait.
+    """
+    from haares.settings import resolve_db_url
+    from haares.timelimit import parse_duration
+    from haares.worker import WorkerOptions, parse_gpu, run_worker
 
-        Exits when the queue has nothing to claim, unless --wait.
-        """
-        from haares.settings import resolve_db_url
-        from haares.timelimit import parse_duration
-        from haares.worker import WorkerOptions, parse_gpu, run_worker
-
-        options = WorkerOptions(
-            gpu=parse_gpu(gpu), slots=slots, max_jobs=1 if once else max_jobs, wait=wait,
-            heartbeat_s=heartbeat, lease_ttl_s=lease_ttl, poll_s=poll, grace_s=grace,
-            time_limit_s=parse_duration(time_limit) if time_limit is not None else None,
-            checkpoint_margin_s=checkpoint_margin, claim_fraction=claim_fraction,
-            checkpoint_grace_s=checkpoint_grace,
-        )
-        reporter = LiveReporter(options.gpu) if sys.stdout.isatty() else LineReporter(options.gpu)
-        try:
-            summary = run_worker(db_url=resolve_db_url(db), options=options, reporter=reporter)
-        finally:
-            if isinstance(reporter, LiveReporter):
-                reporter.close()
-        typer.echo(summary.line())
-        if summary.stopped_by == "device mismatch":
-            raise typer.Exit(1)
+    options = WorkerOptions(
+        gpu=parse_gpu(gpu), slots=slots, max_jobs=1 if once else max_jobs, wait=wait,
+        heartbeat_s=heartbeat, lease_ttl_s=lease_ttl, poll_s=poll, grace_s=grace,
+        time_limit_s=parse_duration(time_limit) if time_limit is not None else None,
+        checkpoint_margin_s=checkpoint_margin, claim_fraction=claim_fraction,
+        checkpoint_grace_s=checkpoint_grace,
+    )
+    reporter = LiveReporter(options.gpu) if sys.stdout.isatty() else LineReporter(options.gpu)
+    try:
+        summary = run_worker(db_url=resolve_db_url(db), options=options, reporter=reporter)
+    finally:
+        if isinstance(reporter, LiveReporter):
+            reporter.close()
+    typer.echo(summary.line())
+    if summary.stopped_by == "device mismatch":
+        raise typer.Exit(1)

@@ -26,6 +26,7 @@ from haares.data.char import MAX_CODE_POINT, CharTokenizer
 from haares.data.corpus import Corpus, DocSplit
 from haares.data.pipeline import chunk_docs, count_chunk, default_workers, encode_chunk, parallel_map
 from haares.data.registry import DatasetSpec, get_spec
+from haares.durable import fsync_dir
 from haares.errors import HaaresError
 from haares.settings import data_cache_dir
 
@@ -125,9 +126,9 @@ def _build(spec: DatasetSpec, data: DataConfig, *, key: dict, entry: Path, progr
             "build_seconds": round(time.time() - started, 3),
         }
         _write_synced(tmp / "meta.json", json.dumps(meta, indent=1, sort_keys=True).encode())
-        _fsync_dir(tmp)
+        fsync_dir(tmp)
         os.rename(tmp, entry)
-        _fsync_dir(entry.parent)
+        fsync_dir(entry.parent)
         _log(entry, "done")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -254,13 +255,6 @@ def _write_synced(path: Path, payload: bytes) -> None:
         fh.flush()
         os.fsync(fh.fileno())
 
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class _Progress:

@@ -20,7 +20,7 @@ import numpy as np
 from haares.data.corpus import Corpus, DocSplit
 from haares.data.offline import load_offline
 from haares.data.registry import DatasetSpec
-from haares.errors import HaaresError
+from haares.errors import HaaresError, first_line
 
 DOC_SPLIT_SEED = 42
 DOC_SPLIT_VAL_FRACTION = 0.05
@@ -290,9 +290,3 @@ def _as_user_error(exc: BaseException, *, spec: DatasetSpec, path: str | None) -
     if names & {"FileNotFoundError", "DatasetNotFoundError", "EmptyDatasetError", "DataFilesNotFoundError"}:
         return HaaresError(f"{path or spec.hub_id}: no data found for {spec.name} ({first_line(exc)})")
     return HaaresError(f"loading {spec.name} from {path or spec.hub_id} failed: {first_line(exc)}")
-
-
-def first_line(exc: BaseException) -> str:
-    """The first line of an exception's message, or its type name."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

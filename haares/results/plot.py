@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from haares.errors import HaaresError
-from haares.results.cells import name
+from haares.results.render import name
 
 
 def plot_curves(

@@ -1,17 +1,97 @@
-"""Tables 3 to 9 as a Report: per cell, seeds x methods best loss / PPL with mean and std, paired
-deltas against the grid's baseline with sign consistency, and a by-cell overview for multi-cell grids.
+"""Which grid each paper table (3 to 12) reads, and building that table as a Report; Tables 3 to 9 here.
+
+Loads the grid once (load.py, the only SQL), keeps the newest job per label, summarises each run
+(frames.py) and builds the table's shape: seeds x methods with paired deltas here (3-9), cost and
+time-to-target in reports_cost.py (10, 11, 12). Formats are render.py's.
 """
 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from haares.grids import Grid
-from haares.results import paper, tables
-from haares.results.cells import DASH, fmt, incomplete, name, with_paper_value
-from haares.results.render import Report, Section
+from haares.errors import HaaresError
+from haares.grids import Grid, get_grid
+from haares.results import frames, paper
+from haares.results.render import (
+    DASH,
+    Report,
+    Section,
+    fmt,
+    incomplete,
+    name,
+    settings_caption,
+    with_paper_value,
+)
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+
+TABLE_GRIDS: dict[int, str | None] = {
+    3: "depth", 4: "main48", 5: "large453", 6: "bpe48", 7: "blocks", 8: "ablations", 9: "domains",
+    10: None, 11: "cost", 12: "main48",
+}
+
+
+def check_table(table: int) -> None:
+    """Raise a one-line HaaresError for a table number the paper does not have."""
+    if table not in TABLE_GRIDS:
+        raise HaaresError(f"unknown table {table}; the paper's tables are 3 to 12 (try `haares report --table 4`)")
+
+
+def grid_for(table: int | None, grid: str | None) -> Grid | None:
+    """The grid a table reads (`grid` overrides the default); None for the analytic Table 10.
+
+    `table` None asks for the grid's own report (seeds x methods), so `grid` is then required.
+    """
+    if table is None:
+        if not grid:
+            raise HaaresError("pass --table N (a paper table, 3 to 12) or --grid NAME (that grid's own report)")
+        return get_grid(grid)
+    check_table(table)
+    if table == 10:
+        if grid:
+            raise HaaresError("table 10 is analytic (source counts, Eq. 14) and reads no runs; drop --grid")
+        return None
+    return get_grid(grid or TABLE_GRIDS[table])
+
+
+def load_grid(engine: Engine, grid: Grid) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """(run summary, evals, caption lines) of the newest job per label of `grid`."""
+    from haares.results import load  # SQLAlchemy and the schema: not needed by the analytic Table 10
+
+    total = load.count_runs(engine, grid.name)
+    if total == 0:
+        raise HaaresError(f"no runs of grid {grid.name} in DB; enqueue with `haares enqueue --grid {grid.name}`")
+    # Only the newest job per label is read (in SQL): older versions of a label cost nothing.
+    runs, _ = frames.latest_runs(load.load_runs(engine, grid.name, newest=True))
+    evals = load.load_evals(engine, grid.name, newest=True)
+    return frames.run_summary(runs, evals), evals, settings_caption(runs, total - len(runs))
+
+
+def build_report(engine: Engine | None, table: int | None, grid: Grid | None, *, with_paper: bool = False) -> Report:
+    """Table `table` rebuilt from the database behind `engine` (neither is used for Table 10)."""
+    if table == 10:
+        from haares.results.reports_cost import table10_report
+
+        return table10_report(with_paper=with_paper)
+    assert grid is not None and engine is not None
+    summary, evals, caption = load_grid(engine, grid)
+    if table == 11:
+        from haares.results.reports_cost import table11_report
+
+        return table11_report(grid, summary, evals, caption, with_paper=with_paper)
+    if table == 12:
+        from haares.results.reports_cost import table12_report
+
+        return table12_report(grid, summary, evals, caption, with_paper=with_paper)
+    return seed_report(table, grid, summary, caption, with_paper=with_paper)
+
+
+# --- Tables 3 to 9: per cell, seeds x methods best loss / PPL, paired deltas, a by-cell overview --
 
 
 def seed_report(
@@ -19,18 +99,18 @@ def seed_report(
 ) -> Report:
     """Per cell: a seeds x methods table of best loss / PPL with mean and std, and paired deltas;
     with grid.report_bpb, the same two for bits per byte. `table` None: the grid's own report."""
-    methods = tables.ordered(grid.methods, summary["method"])
-    seeds = tables.ordered(grid.seeds, summary["seed"])
-    cells = tables.ordered(grid.cells, summary["cell"])
+    methods = frames.ordered(grid.methods, summary["method"])
+    seeds = frames.ordered(grid.seeds, summary["seed"])
+    cells = frames.ordered(grid.cells, summary["cell"])
     sections: list[Section] = []
     overview = []
     by_cell = dict(iter(summary.groupby("cell", sort=False)))
     for cell in cells:
         part = by_cell.get(cell, summary.iloc[0:0])
-        best, state = tables.seed_frames(part, methods=methods, seeds=seeds)
-        stats = tables.column_stats(best)
-        deltas = tables.paired_deltas(best, baseline=grid.baseline)
-        dstats = tables.delta_stats(deltas)
+        best, state = frames.seed_frames(part, methods=methods, seeds=seeds)
+        stats = frames.column_stats(best)
+        deltas = frames.paired_deltas(best, baseline=grid.baseline)
+        dstats = frames.delta_stats(deltas)
         key = (grid.name, cell)
         label = f"cell {cell}: " if cell else ""
         sections.append(_loss_section(f"{label}best validation loss / PPL", best, state, stats, key, with_paper))
@@ -58,8 +138,8 @@ def seed_report(
 
 def _bpb_sections(label, part, methods, seeds, baseline, key) -> list[Section]:
     """Seeds x methods bits per byte (mean, std) and its paired deltas against the baseline."""
-    bpb, state = tables.seed_frames(part.assign(best=part["best_bpb"]), methods=methods, seeds=seeds)
-    stats = tables.column_stats(bpb)
+    bpb, state = frames.seed_frames(part.assign(best=part["best_bpb"]), methods=methods, seeds=seeds)
+    stats = frames.column_stats(bpb)
     index = pd.Index([str(s) for s in bpb.index] + ["mean", "std"], name="seed")
     columns: dict[str, list[str]] = {}
     records = []
@@ -74,10 +154,10 @@ def _bpb_sections(label, part, methods, seeds, baseline, key) -> list[Section]:
         columns[name(method)] = cells
     sections = [Section(f"{label}bits per byte at the best-loss eval", pd.DataFrame(columns, index=index),
                         pd.DataFrame(records))]
-    deltas = tables.paired_deltas(bpb, baseline=baseline)
+    deltas = frames.paired_deltas(bpb, baseline=baseline)
     if not deltas.columns.empty:
         sections.append(_delta_section(f"{label}paired Δ bpb vs {name(baseline)}", deltas,
-                                       tables.delta_stats(deltas), key, with_paper=False))
+                                       frames.delta_stats(deltas), key, with_paper=False))
     return sections
 
 
