@@ -313,23 +313,12 @@ class Worker:
     # --- registration and heartbeat --------------------------------------------------------
 
     def _register(self) -> None:
-        from haares.jobs.db import db_now, write_tx
-        from haares.jobs.schema import Worker as WorkerRow
-
-        with write_tx(self.engine) as conn:
-            now = db_now(conn)
-            conn.execute(WorkerRow.__table__.insert().values(
-                id=self.worker_id, host=self.host, pid=self.pid, gpu=self.opt.gpu, version=__version__,
-                started_at=now, last_seen=now, draining=False))
+        self.jobs.register_worker(engine=self.engine, worker_id=self.worker_id, host=self.host, pid=self.pid,
+                                  gpu=self.opt.gpu, version=__version__, heartbeat_s=self.opt.heartbeat_s,
+                                  lease_ttl_s=self.opt.lease_ttl_s)
 
     def _touch_worker(self, *, draining: bool = False) -> None:
-        from haares.jobs.db import db_now, write_tx
-        from haares.jobs.schema import Worker as WorkerRow
-
-        table = WorkerRow.__table__
-        with write_tx(self.engine) as conn:
-            conn.execute(table.update().where(table.c.id == self.worker_id)
-                         .values(last_seen=db_now(conn), draining=draining))
+        self.jobs.touch_worker(engine=self.engine, worker_id=self.worker_id, draining=draining)
 
     def _heartbeat_loop(self) -> None:
         """Renew every running lease each heartbeat_s; flag lost leases, cancels and DB outages."""
@@ -426,22 +415,6 @@ class Worker:
                     log.warning("job %s: unreadable event %r", r.job_id, line[:200])
         self.events.put((r, None))
 
-    def _update_attempt(self, r: Running, **values: Any) -> None:
-        """Set columns of this attempt's own row (log_path, start_step), which no API call covers.
-
-        Keyed by the attempt's lease token, so it can only touch this attempt, never a newer one.
-        """
-        from haares.jobs.db import write_tx
-        from haares.jobs.schema import Attempt
-
-        t = Attempt.__table__
-        try:
-            with write_tx(self.engine) as conn:
-                conn.execute(t.update().where(t.c.job_id == r.job_id, t.c.lease_token == r.lease.token)
-                             .values(**values))
-        except Exception as exc:  # noqa: BLE001 - informational columns; never worth a crash
-            log.warning("job %s: could not record %s: %s", r.job_id, sorted(values), _one_line(exc))
-
     def _handle_event(self, r: Running, event: dict | None) -> None:
         api = self.jobs
         if event is None:
@@ -456,11 +429,9 @@ class Worker:
             # The claim guessed start_step from the job's last reported step; the child knows
             # the checkpoint it resumes from.
             r.step = int(event.get("step") or 0)
-            if not r.lost and r.step != getattr(r.lease, "step", None):
-                self._update_attempt(r, start_step=r.step)
-            if r.step < (getattr(r.lease, "step", 0) or 0) and not getattr(r.lease, "fresh", False):
+            if r.step < (getattr(r.lease, "ckpt_step", 0) or 0) and not getattr(r.lease, "fresh", False):
                 self.reporter.message(f"job {r.job_id}: restarting from step {r.step}: no checkpoint of step "
-                                      f"{r.lease.step} here (it did not travel with the queue?)")
+                                      f"{r.lease.ckpt_step} here (it did not travel with the queue?)")
         elif kind == "checkpoint":
             r.checkpoint_step = event.get("step")
             if not r.lost and r.checkpoint_step is not None:
@@ -679,7 +650,8 @@ class Worker:
             note = handoff_note(lease, host=self.host, grace_s=self.opt.checkpoint_grace_s)
             if note:
                 self.reporter.message(f"job {lease.job_id}: {note}")
-                self.jobs.record_restart(engine=self.engine, lease=lease, note=note)
+                self.jobs.record_restart(engine=self.engine, lease=lease, note=note,
+                                         start_step=local_checkpoint_step(run_dir_for(lease.run_key)))
             try:
                 r = self._spawn(lease, note)
             except OSError as exc:
@@ -689,7 +661,7 @@ class Worker:
                 continue
             with self.lock:
                 self.running[r.job_id] = r
-            self._update_attempt(r, log_path=str(r.log_path))
+            self._fenced(r, self.jobs.set_attempt_log, log_path=str(r.log_path))
             self.reporter.started(r)
         return True
 

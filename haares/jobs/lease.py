@@ -45,13 +45,15 @@ class Lease:
     method: str
     seed: int
     step: int
-    """Last step the job reported (0 when it never ran): where a resume should land."""
+    """Last step the job reported (0 when it never ran); heartbeats overwrite it, so it is progress,
+    not where a resume lands: that is ckpt_step."""
     fresh: bool = False
     """True after `haares retry --fresh`: do not resume from a checkpoint."""
     ckpt_host: str | None = None
     """Host whose results home holds the newest checkpoint (None: no checkpoint recorded)."""
     ckpt_dir: str | None = None
     ckpt_step: int | None = None
+    """Step of the newest recorded checkpoint: where this attempt resumes (the attempt's start_step)."""
 
 
 @dataclass(frozen=True)
@@ -128,7 +130,7 @@ def claim(
         conn.execute(
             sa.insert(Attempt).values(
                 job_id=row.id, attempt_no=attempt_no, lease_token=token, worker=worker_id, host=host, pid=pid,
-                gpu=gpu, started_at=now, start_step=row.step,
+                gpu=gpu, started_at=now, start_step=0 if row.fresh_start else (row.ckpt_step or 0),
             )
         )
         conn.execute(sa.insert(Event).values(job_id=row.id, at=now, kind="claimed",
@@ -219,6 +221,22 @@ def set_attempt_device(*, engine: Engine, lease: Lease, device_name: str) -> boo
             sa.update(Attempt)
             .where(Attempt.job_id == lease.job_id, Attempt.lease_token == lease.token)
             .values(device_name=device_name)
+        )
+        return True
+
+    return run_write(engine, body)
+
+
+def set_attempt_log(*, engine: Engine, lease: Lease, log_path: str) -> bool:
+    """Record where the current attempt's child writes its log (fenced)."""
+
+    def body(conn: Connection) -> bool:
+        if conn.execute(sa.select(Job.id).where(_fence(lease))).first() is None:
+            return False
+        conn.execute(
+            sa.update(Attempt)
+            .where(Attempt.job_id == lease.job_id, Attempt.lease_token == lease.token)
+            .values(log_path=log_path)
         )
         return True
 
