@@ -12,10 +12,11 @@ import time
 
 import pytest
 import sqlalchemy as sa
+from fixtures.sleep_kind import enqueue_sleep
 
 from haares.errors import HaaresError
 from haares.jobs import db as jobs_db
-from haares.jobs import enqueue_sleep, make_engine
+from haares.jobs import make_engine
 from haares.jobs.migrations import MIGRATIONS, VERSION_KEY, schema_version
 from haares.jobs.schema import SCHEMA_VERSION, Job, Meta
 

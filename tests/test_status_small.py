@@ -11,12 +11,13 @@ import sys
 
 import pytest
 import sqlalchemy as sa
+from fixtures.sleep_kind import enqueue_sleep
 from rich.console import Console
 from test_cli_queue import dump
 
 from haares.cli.app import main
 from haares.cli.status import render, snapshot
-from haares.jobs import claim, enqueue_sleep, make_engine, reap
+from haares.jobs import claim, make_engine, reap
 from haares.jobs.schema import Job
 
 

@@ -77,14 +77,15 @@ def claim(
     pid_start: float | None,
     gpu: str | None,
     lease_ttl_s: float,
-    kinds: tuple[str, ...] = ("train", "sleep"),
+    kinds: tuple[str, ...] | None = None,
     job_ids: Collection[int] | None = None,
     ckpt_grace_s: float | None = None,
     readable: tuple[int, ...] = (),
 ) -> Lease | None:
     """Claim the next queued job (priority desc, pair, method, id) in one statement, or None.
 
-    `job_ids` (when given) restricts the claim to those jobs: a worker with a time limit passes the
+    `kinds` (when given) restricts the claim to jobs of those kinds (a worker passes the kinds it can
+    run, haares.kinds); None claims any kind. `job_ids` (when given) restricts the claim to those jobs: a worker with a time limit passes the
     ones that can finish in time (haares.timelimit); an empty collection claims nothing.
 
     SQLite: `UPDATE .. WHERE id = (SELECT .. LIMIT 1) RETURNING` inside BEGIN IMMEDIATE; PostgreSQL:
@@ -102,11 +103,13 @@ def claim(
         now = db_now(conn)
         pick = (
             sa.select(Job.id)
-            .where(Job.status == "queued", Job.not_before <= now, Job.kind.in_(kinds))
+            .where(Job.status == "queued", Job.not_before <= now)
             .where(_checkpoint_rule(host, now, ckpt_grace_s, readable))
             .order_by(Job.priority.desc(), Job.pair_index, Job.method_index, Job.id)
             .limit(1)
         )
+        if kinds is not None:
+            pick = pick.where(Job.kind.in_(kinds))
         if job_ids is not None:
             pick = pick.where(Job.id.in_(list(job_ids)))
         if conn.dialect.name == "postgresql":

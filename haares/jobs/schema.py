@@ -53,7 +53,7 @@ class Job(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     run_key: Mapped[str] = mapped_column(String(32), unique=True)
     kind: Mapped[str] = mapped_column(String(16), default="train")
-    """train (a real training run) or sleep (queue tests and benchmarks: the child only sleeps)."""
+    """train (a real training run), or a kind registered through haares.kinds (the tests' sleep)."""
     method: Mapped[str] = mapped_column(String(64))
     """Method label of the first grid that enqueued it (grid_runs holds every grid's label)."""
     seed: Mapped[int] = mapped_column(Integer)
