@@ -15,42 +15,12 @@ STATE_STYLE = {"queued": "white", "running": "cyan", "succeeded": "green", "fail
                "cancelled": "magenta", "held": "yellow"}
 
 
-def snapshot(*, engine: Any, grid: str | None, reaper: Any = None) -> dict[str, Any]:
-    """Reap with `reaper` (a writable engine; None where the database is read-only here), then
-    {"grids": {grid: {state: n}}, "jobs": [...]} read through `engine`."""
-    if reaper is not None:
-        reap_quietly(reaper)
+def snapshot(*, engine: Any, grid: str | None) -> dict[str, Any]:
+    """{"grids": {grid: {state: n}}, "jobs": [...]} read through `engine`; reads only (workers and
+    enqueue reap expired leases, so status shows a lost job as running until one of them does)."""
     from haares.jobs import job_rows, state_counts
 
     return {"grids": state_counts(engine=engine, grid=grid), "jobs": job_rows(engine=engine, grid=grid)}
-
-
-def reap_quietly(engine: Any) -> None:
-    """Requeue this host's dead workers' jobs and expired leases; best effort (workers reap too)."""
-    from sqlalchemy.exc import DBAPIError
-
-    from haares.errors import HaaresError
-    from haares.jobs import reap
-    from haares.settings import host_name
-
-    try:
-        reap(engine=engine, host=host_name())
-    except (DBAPIError, HaaresError):
-        pass  # e.g. a read-only database: status still shows what it can read
-
-
-def open_engines(url: str) -> tuple[Any, Any]:
-    """(reader, reaper): a read-only engine that never creates anything, and a writable one for
-    reaping, or None where the database cannot be written from here."""
-    from haares.errors import HaaresError
-    from haares.jobs import make_engine
-
-    reader = make_engine(url, read_only=True)
-    try:
-        reaper = make_engine(url, create=False)
-    except HaaresError:
-        reaper = None
-    return reader, reaper
 
 
 def check_grid(grid: str | None, snap: dict[str, Any]) -> None:
@@ -72,6 +42,14 @@ def _duration(seconds: float | None) -> str:
     h, rem = divmod(seconds, 3600)
     m, s = divmod(rem, 60)
     return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+
+
+def job_heartbeat_style(job: dict[str, Any]) -> str:
+    """heartbeat_style of a job row against its own worker's interval and TTL (the defaults when unrecorded)."""
+    from haares.jobs.lease import HEARTBEAT_INTERVAL_S, LEASE_TTL_S
+
+    return heartbeat_style(job["heartbeat_age_s"], interval_s=job.get("heartbeat_s") or HEARTBEAT_INTERVAL_S,
+                           ttl_s=job.get("lease_ttl_s") or LEASE_TTL_S)
 
 
 def heartbeat_style(age_s: float | None, *, interval_s: float, ttl_s: float) -> str:
@@ -111,7 +89,6 @@ def render(snap: dict[str, Any], *, grid: str | None, width: int = 180) -> Any:
     from rich.table import Table
     from rich.text import Text
 
-    from haares.jobs.lease import HEARTBEAT_INTERVAL_S, LEASE_TTL_S
     from haares.jobs.views import NO_GRID
 
     if not snap["jobs"]:
@@ -130,7 +107,7 @@ def render(snap: dict[str, Any], *, grid: str | None, width: int = 180) -> Any:
                 f"{job['step']}/{job['total_steps']}" if job["total_steps"] else str(job["step"]),
                 _num(job["last_val_loss"], ".4f"), _num(job["best_val_loss"], ".4f"),
                 _num(job["tokens_per_s"], ",.0f"), _duration(job["eta_s"]), job["worker"] or "", job["gpu"] or "",
-                Text(_duration(age), style=heartbeat_style(age, interval_s=HEARTBEAT_INTERVAL_S, ttl_s=LEASE_TTL_S)),
+                Text(_duration(age), style=job_heartbeat_style(job)),
             ))
         keep = fit_columns(rows, width)
         summary = ", ".join(f"{n} {state}" for state, n in counts.items())
@@ -161,11 +138,12 @@ def register(app: typer.Typer) -> None:
         """Show jobs per grid: state, step, val loss, tokens/s, ETA, worker, GPU and heartbeat age."""
         from rich.console import Console
 
+        from haares.jobs import make_engine
         from haares.settings import resolve_db_url
 
-        engine, reaper = open_engines(resolve_db_url(db))
+        engine = make_engine(resolve_db_url(db), read_only=True)
         try:
-            first = snapshot(engine=engine, grid=grid, reaper=reaper)
+            first = snapshot(engine=engine, grid=grid)
             check_grid(grid, first)
             if as_json:
                 typer.echo(json.dumps(first, default=str))
@@ -181,11 +159,9 @@ def register(app: typer.Typer) -> None:
                 with Live(render(first, grid=grid, width=console.width), console=console, auto_refresh=False) as live:
                     while True:
                         time.sleep(2.0)
-                        snap = snapshot(engine=engine, grid=grid, reaper=reaper)
+                        snap = snapshot(engine=engine, grid=grid)
                         live.update(render(snap, grid=grid, width=console.width), refresh=True)
             except KeyboardInterrupt:
                 pass
         finally:
             engine.dispose()
-            if reaper is not None:
-                reaper.dispose()
