@@ -11,7 +11,6 @@ ended is the pure haares.outcome.outcome_of.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import queue
@@ -27,7 +26,6 @@ from haares.errors import HaaresError
 from haares.jobs import (
     Lease,
     finish,
-    grid_labels,
     make_engine,
     reap,
     record_restart,
@@ -39,7 +37,7 @@ from haares.kinds import JOB_KINDS, job_kind, load_kinds_files, total_steps
 from haares.outcome import outcome_of
 from haares.protocol import EXIT_DEVICE, EventType
 from haares.settings import host_name, runs_dir
-from haares.worker_child import ChildProcess, EventItem, Running, child_env, last_log_line
+from haares.worker_child import EventItem, Running, child_env, last_log_line, start_running
 from haares.worker_options import WorkerOptions, check_gpu_visible, parse_gpu, visible_gpu_count
 from haares.worker_queue import (
     claim_next,
@@ -50,6 +48,7 @@ from haares.worker_queue import (
     record_finish,
     renew,
     run_dir_for,
+    run_labels_json,
 )
 from haares.worker_report import QuietReporter, Reporter, WorkerSummary
 
@@ -242,27 +241,10 @@ class Worker:
         """Start the child of `lease`; its events arrive on self.events, tagged with its Running."""
         run_dir = run_dir_for(lease.run_key)
         env = child_env(lease, gpu=self.opt.gpu, slots=self.opt.slots, run_dir=run_dir, parent_pid=self.pid,
-                        labels_json=self._run_labels(lease))
-        holder: list[Running] = []
-        ready = threading.Event()
-
-        def on_event(item: EventItem) -> None:
-            ready.wait()  # the Running exists before its first event is queued
-            self.events.put((holder[0], item))
-
-        child = ChildProcess.start(argv=job_kind(lease.kind).argv(lease.config_json), env=env, note=note,
-                                   log_path=run_dir / "logs" / f"attempt-{lease.attempt_no}.log", on_event=on_event)
-        holder.append(Running(lease=lease, child=child, total_steps=total_steps(lease.kind, lease.config_json)))
-        ready.set()
-        return holder[0]
-
-    def _run_labels(self, lease: Lease) -> str:
-        """The job's grid names as JSON for the child's TensorBoard tree; "[]" if the read fails (names only)."""
-        try:
-            return json.dumps(grid_labels(engine=self.engine, job_id=lease.job_id))
-        except Exception as exc:  # noqa: BLE001 - curves still land in the run dir, just unnamed
-            log.warning("grid labels of job %s unreadable: %s", lease.job_id, one_line(exc))
-            return "[]"
+                        labels_json=run_labels_json(self.engine, lease.job_id))
+        return start_running(lease, argv=job_kind(lease.kind).argv(lease.config_json), env=env, note=note,
+                             log_path=run_dir / "logs" / f"attempt-{lease.attempt_no}.log",
+                             total_steps=total_steps(lease.kind, lease.config_json), events=self.events)
 
     # --- child events ------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import signal
 import subprocess
 import threading
@@ -91,6 +92,22 @@ class ChildProcess:
             self.proc.send_signal(sig)
         except ProcessLookupError:
             pass
+
+
+def start_running(lease: Lease, *, argv: list[str], env: dict[str, str], log_path: Path, note: str | None,
+                  total_steps: int, events: queue.Queue) -> Running:
+    """Start the child of `lease` (ChildProcess.start); its events arrive on `events` as (Running, EventItem)."""
+    holder: list[Running] = []
+    ready = threading.Event()
+
+    def on_event(item: EventItem) -> None:
+        ready.wait()  # the Running exists before its first event is queued
+        events.put((holder[0], item))
+
+    child = ChildProcess.start(argv=argv, env=env, log_path=log_path, note=note, on_event=on_event)
+    holder.append(Running(lease=lease, child=child, total_steps=total_steps))
+    ready.set()
+    return holder[0]
 
 
 def child_env(lease: Lease, *, gpu: str, slots: int, run_dir: Path, parent_pid: int, labels_json: str) -> dict[str, str]:

@@ -4,6 +4,7 @@ lease renewals and the final record. Everything the worker writes goes through h
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
@@ -16,6 +17,7 @@ from haares.jobs import (
     claim,
     finish,
     foreign_checkpoints,
+    grid_labels,
     heartbeat,
     process_start_time,
     record_checkpoint,
@@ -71,6 +73,15 @@ def claim_next(engine: Any, *, worker_id: str, host: str, pid: int, gpu: str, le
                      if local_checkpoint_step(run_dir_for(run_key)) >= step)
     return claim(engine=engine, worker_id=worker_id, host=host, pid=pid, pid_start=process_start_time(pid), gpu=gpu,
                  lease_ttl_s=lease_ttl_s, kinds=kinds, ckpt_grace_s=ckpt_grace_s, readable=readable, job_ids=job_ids)
+
+
+def run_labels_json(engine: Any, job_id: int) -> str:
+    """The job's grid names as JSON for the child's TensorBoard tree; "[]" if the read fails (names only)."""
+    try:
+        return json.dumps(grid_labels(engine=engine, job_id=job_id))
+    except Exception as exc:  # noqa: BLE001 - curves still land in the run dir, just unnamed
+        log.warning("grid labels of job %s unreadable: %s", job_id, one_line(exc))
+        return "[]"
 
 
 def _write_checkpoint(engine: Any, r: Running, fields: dict, host: str) -> bool | None:
