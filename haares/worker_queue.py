@@ -22,6 +22,7 @@ from haares.jobs import (
     process_start_time,
     record_checkpoint,
     record_eval,
+    record_start,
     set_attempt_device,
 )
 from haares.kinds import job_kind
@@ -84,6 +85,12 @@ def run_labels_json(engine: Any, job_id: int) -> str:
         return "[]"
 
 
+def _write_start(engine: Any, r: Running, fields: dict, host: str) -> bool | None:
+    if r.step == r.lease.start_step:
+        return None  # the claim's start_step (the recorded checkpoint) was right
+    return record_start(engine=engine, lease=r.lease, step=r.step)
+
+
 def _write_checkpoint(engine: Any, r: Running, fields: dict, host: str) -> bool | None:
     if r.checkpoint_step is None:
         return None
@@ -100,6 +107,7 @@ def _write_eval(engine: Any, r: Running, fields: dict, host: str) -> bool | None
 
 
 EVENT_WRITES: dict[EventType, Callable[[Any, Running, dict, str], bool | None]] = {
+    EventType.START: _write_start,
     EventType.CHECKPOINT: _write_checkpoint,
     EventType.DEVICE: _write_device,
     EventType.EVAL: _write_eval,

@@ -14,6 +14,7 @@ from haares.jobs.lease import (
     finish,
     heartbeat,
     record_eval,
+    record_start,
     set_attempt_device,
     set_attempt_log,
 )
@@ -25,6 +26,6 @@ from haares.jobs.workers import register_worker, touch_worker
 __all__ = [
     "Beat", "EnqueueResult", "Lease", "cancel", "claim", "db_now", "enqueue_configs", "enqueue_runs", "finish",
     "foreign_checkpoints", "grid_labels", "heartbeat", "hold", "job_rows", "make_engine", "pid_alive",
-    "process_start_time", "reap", "record_checkpoint", "record_eval", "record_restart", "register_worker", "release",
+    "process_start_time", "reap", "record_checkpoint", "record_eval", "record_restart", "record_start", "register_worker", "release",
     "retry", "run_write", "set_attempt_device", "set_attempt_log", "state_counts", "touch_worker", "write_tx",
 ]

@@ -53,7 +53,9 @@ class Lease:
     """Host whose results home holds the newest checkpoint (None: no checkpoint recorded)."""
     ckpt_dir: str | None = None
     ckpt_step: int | None = None
-    """Step of the newest recorded checkpoint: where this attempt resumes (the attempt's start_step)."""
+    """Step of the newest checkpoint recorded on the job (None: none recorded)."""
+    start_step: int = 0
+    """The attempt's start_step as claimed: ckpt_step, or 0 when fresh or none is recorded."""
 
 
 @dataclass(frozen=True)
@@ -127,19 +129,20 @@ def claim(
         ).one_or_none()
         if row is None:
             return None
+        start_step = 0 if row.fresh_start else (row.ckpt_step or 0)
         attempt_no = conn.execute(
             sa.select(sa.func.count()).select_from(Attempt).where(Attempt.job_id == row.id)
         ).scalar_one() + 1
         conn.execute(
             sa.insert(Attempt).values(
                 job_id=row.id, attempt_no=attempt_no, lease_token=token, worker=worker_id, host=host, pid=pid,
-                gpu=gpu, started_at=now, start_step=0 if row.fresh_start else (row.ckpt_step or 0),
+                gpu=gpu, started_at=now, start_step=start_step,
             )
         )
         conn.execute(sa.insert(Event).values(job_id=row.id, at=now, kind="claimed",
                                              detail=f"attempt {attempt_no} by {worker_id} on {host}"))
         return Lease(row.id, row.run_key, row.kind, token, attempt_no, row.config_json, row.method, row.seed,
-                     row.step, bool(row.fresh_start), row.ckpt_host, row.ckpt_dir, row.ckpt_step)
+                     row.step, bool(row.fresh_start), row.ckpt_host, row.ckpt_dir, row.ckpt_step, start_step)
 
     return run_write(engine, body)
 
@@ -224,6 +227,27 @@ def set_attempt_device(*, engine: Engine, lease: Lease, device_name: str) -> boo
             sa.update(Attempt)
             .where(Attempt.job_id == lease.job_id, Attempt.lease_token == lease.token)
             .values(device_name=device_name)
+        )
+        return True
+
+    return run_write(engine, body)
+
+
+def record_start(*, engine: Engine, lease: Lease, step: int) -> bool:
+    """Set the attempt's start_step to the step its child really resumed from (fenced).
+
+    The claim's start_step is the job's recorded checkpoint step, which lags the checkpoint files when a
+    worker dies between the child writing a checkpoint and the worker recording it (or the newest file
+    is unreadable and the child falls back to an older one): the child's own `start` event is the truth.
+    """
+
+    def body(conn: Connection) -> bool:
+        if conn.execute(sa.select(Job.id).where(_fence(lease))).first() is None:
+            return False
+        conn.execute(
+            sa.update(Attempt)
+            .where(Attempt.job_id == lease.job_id, Attempt.lease_token == lease.token)
+            .values(start_step=step)
         )
         return True
 
