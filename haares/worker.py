@@ -19,7 +19,8 @@ import secrets
 import signal
 import threading
 import time
-from typing import Any
+
+from sqlalchemy.engine import Engine
 
 from haares import __version__
 from haares.errors import HaaresError
@@ -63,7 +64,7 @@ _TICK_S = 0.2  # main-loop wake-up when no child event arrives; bounds signal an
 class Worker:
     """One worker process's state. Use `run_worker` unless a test needs the pieces."""
 
-    def __init__(self, *, engine: Any, options: WorkerOptions, reporter: Reporter | None = None) -> None:
+    def __init__(self, *, engine: Engine, options: WorkerOptions, reporter: Reporter | None = None) -> None:
         self.engine = engine
         self.opt = options
         self.kinds = options.kinds if options.kinds is not None else tuple(JOB_KINDS)

@@ -10,7 +10,8 @@ import re
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+
+from sqlalchemy.engine import Engine
 
 from haares.jobs import (
     Lease,
@@ -63,7 +64,7 @@ def handoff_note(lease: Lease, *, host: str, grace_s: float) -> str | None:
             f"after waiting {grace_s:g} s for that host, restarted from step {here}")
 
 
-def claim_next(engine: Any, *, worker_id: str, host: str, pid: int, gpu: str, lease_ttl_s: float,
+def claim_next(engine: Engine, *, worker_id: str, host: str, pid: int, gpu: str, lease_ttl_s: float,
                kinds: tuple[str, ...], ckpt_grace_s: float, job_ids: list[int] | None = None) -> Lease | None:
     """Claim the next job this worker may run (haares.jobs.claim), or None.
 
@@ -76,7 +77,7 @@ def claim_next(engine: Any, *, worker_id: str, host: str, pid: int, gpu: str, le
                  lease_ttl_s=lease_ttl_s, kinds=kinds, ckpt_grace_s=ckpt_grace_s, readable=readable, job_ids=job_ids)
 
 
-def run_labels_json(engine: Any, job_id: int) -> str:
+def run_labels_json(engine: Engine, job_id: int) -> str:
     """The job's grid names as JSON for the child's TensorBoard tree; "[]" if the read fails (names only)."""
     try:
         return json.dumps(grid_labels(engine=engine, job_id=job_id))
@@ -85,28 +86,28 @@ def run_labels_json(engine: Any, job_id: int) -> str:
         return "[]"
 
 
-def _write_start(engine: Any, r: Running, fields: dict, host: str) -> bool | None:
+def _write_start(engine: Engine, r: Running, fields: dict, host: str) -> bool | None:
     if r.step == r.lease.start_step:
         return None  # the claim's start_step (the recorded checkpoint) was right
     return record_start(engine=engine, lease=r.lease, step=r.step)
 
 
-def _write_checkpoint(engine: Any, r: Running, fields: dict, host: str) -> bool | None:
+def _write_checkpoint(engine: Engine, r: Running, fields: dict, host: str) -> bool | None:
     if r.checkpoint_step is None:
         return None
     return record_checkpoint(engine=engine, lease=r.lease, host=host, step=int(r.checkpoint_step),
                              ckpt_dir=str(run_dir_for(r.lease.run_key)))
 
 
-def _write_device(engine: Any, r: Running, fields: dict, host: str) -> bool | None:
+def _write_device(engine: Engine, r: Running, fields: dict, host: str) -> bool | None:
     return set_attempt_device(engine=engine, lease=r.lease, device_name=r.device_name or "")
 
 
-def _write_eval(engine: Any, r: Running, fields: dict, host: str) -> bool | None:
+def _write_eval(engine: Engine, r: Running, fields: dict, host: str) -> bool | None:
     return record_eval(engine=engine, lease=r.lease, point=dict(fields.get("point") or {}))
 
 
-EVENT_WRITES: dict[EventType, Callable[[Any, Running, dict, str], bool | None]] = {
+EVENT_WRITES: dict[EventType, Callable[[Engine, Running, dict, str], bool | None]] = {
     EventType.START: _write_start,
     EventType.CHECKPOINT: _write_checkpoint,
     EventType.DEVICE: _write_device,
@@ -115,7 +116,7 @@ EVENT_WRITES: dict[EventType, Callable[[Any, Running, dict, str], bool | None]] 
 """The events the queue keeps, and the fenced write each calls for (after Running.apply); others: none."""
 
 
-def record_event(engine: Any, r: Running, event: EventType, fields: dict, *, host: str) -> None:
+def record_event(engine: Engine, r: Running, event: EventType, fields: dict, *, host: str) -> None:
     """The fenced write `event` calls for, if any; a False answer (lease gone) sets r.lost; DB errors are logged."""
     write = EVENT_WRITES.get(event)
     if write is None or r.lost:
@@ -129,7 +130,7 @@ def record_event(engine: Any, r: Running, event: EventType, fields: dict, *, hos
         r.lost = True
 
 
-def renew(engine: Any, r: Running, *, lease_ttl_s: float) -> None:
+def renew(engine: Engine, r: Running, *, lease_ttl_s: float) -> None:
     """One heartbeat for `r`: on success note the time (and a cancel request); flag r.lost if the lease is gone."""
     try:
         beat = heartbeat(engine=engine, lease=r.lease, lease_ttl_s=lease_ttl_s, progress=r.progress())
@@ -145,7 +146,7 @@ def renew(engine: Any, r: Running, *, lease_ttl_s: float) -> None:
         r.cancel = True
 
 
-def record_finish(engine: Any, r: Running, finish_kwargs: dict) -> bool | None:
+def record_finish(engine: Engine, r: Running, finish_kwargs: dict) -> bool | None:
     """haares.jobs.finish with three tries: True recorded, False fenced out, None the database never answered."""
     for attempt in range(3):
         try:
