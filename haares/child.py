@@ -11,6 +11,7 @@ import os
 import sys
 import threading
 import time
+from typing import Any
 
 from haares import protocol
 from haares.protocol import (
@@ -139,17 +140,40 @@ def _last_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {lines[-1]}" if lines else type(exc).__name__
 
 
+class _TrainReports:
+    """haares.train callbacks that send protocol events, remembering which eval steps were sent."""
+
+    def __init__(self, events: EventPipe) -> None:
+        self.events = events
+        self.sent: set[int] = set()
+
+    def on_eval(self, point: object) -> None:
+        from dataclasses import asdict, is_dataclass
+
+        self.events.send(EventType.EVAL, point=asdict(point) if is_dataclass(point) else dict(vars(point)))
+        self.sent.add(int(getattr(point, "step", -1)))
+
+    def on_progress(self, step: int, loss: float, tokens_per_s: float) -> None:
+        self.events.send(EventType.PROGRESS, step=step, loss=loss, tokens_per_s=tokens_per_s)
+
+    def on_checkpoint(self, step: int, path: object) -> None:
+        self.events.send(EventType.CHECKPOINT, step=step, path=str(path))
+
+    def unsent_evals(self, evals: list) -> None:
+        """Send evaluations restored from a checkpoint (a run that finished or progressed before, perhaps
+        recorded in another database over the same results home): this attempt never reported them."""
+        for point in evals:
+            if point.step not in self.sent:
+                self.on_eval(point)
+
+
 def run_train(config: dict, events: EventPipe) -> int:
-    """Kind "train": RunConfig -> haares.train.train with callbacks that report over the pipe."""
+    """Kind "train": train the config, reporting over the pipe; each way it can end is one exit code."""
     import signal
     import traceback
-    from dataclasses import asdict, is_dataclass
-    from pathlib import Path
 
-    from haares.config import ConfigError, RunConfig
+    from haares.config import ConfigError
     from haares.errors import HaaresError
-    from haares.settings import home
-    from haares.sinks import RunInfo, default_sinks
 
     terminal: tuple[type[BaseException], ...] = (ConfigError, HaaresError)
     # Under srun, slurmstepd sends Slurm's USR1 warning to every process of the step, this one too:
@@ -162,65 +186,7 @@ def run_train(config: dict, events: EventPipe) -> int:
         from haares import train as trainer
 
         terminal = terminal + (trainer.NonFiniteLoss, torch.cuda.OutOfMemoryError)
-        cfg = RunConfig.from_dict(config)
-        device = pick_device()
-        name = device_name(device)
-        print(
-            f"haares.child job={os.environ.get(protocol.ENV_JOB_ID)} attempt={os.environ.get(protocol.ENV_ATTEMPT)} "
-            f"device={name} CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '')!r} pid={os.getpid()}",
-            flush=True,
-        )
-        events.send(EventType.DEVICE, name=name, pid=os.getpid(),
-                    cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES", ""))
-        should_stop = trainer.install_sigterm_handler()
-        sent: set[int] = set()
-
-        def on_eval(point: object) -> None:
-            events.send(EventType.EVAL, point=asdict(point) if is_dataclass(point) else dict(vars(point)))
-            sent.add(int(getattr(point, "step", -1)))
-
-        def on_progress(step: int, loss: float, tokens_per_s: float) -> None:
-            events.send(EventType.PROGRESS, step=step, loss=loss, tokens_per_s=tokens_per_s)
-
-        def on_checkpoint(step: int, path: object) -> None:
-            events.send(EventType.CHECKPOINT, step=step, path=str(path))
-
-        # Progress is throttled (0.5 s): the parent only needs it for heartbeats and the live line.
-        callbacks = trainer.TrainCallbacks(on_eval=on_eval, on_progress=on_progress, on_checkpoint=on_checkpoint,
-                                           progress_interval_s=0.5)
-        run_dir = Path(os.environ[protocol.ENV_RUN_DIR])
-        resume = os.environ.get(protocol.ENV_RESUME, "1") != "0"
-        start = resume_step(run_dir) if resume else 0
-        # Said in the attempt's log (`haares logs`): a restart from 0 after a preemption is a checkpoint
-        # that did not travel (or `retry --fresh`), and the steps before it are trained again.
-        print(f"haares.child resuming from the checkpoint of step {start}" if start else
-              f"haares.child starting at step 0 ({'no checkpoint in ' + str(run_dir / 'checkpoints') if resume else 'fresh start requested'})",
-              flush=True)
-        sinks = default_sinks(RunInfo(run_key=cfg.run_key(), run_dir=run_dir, home=home(),
-                                      labels=run_labels(os.environ.get(protocol.ENV_RUN_LABELS))))
-        events.send(EventType.START, step=start)
-        try:
-            result = trainer.train(cfg, device=device, run_dir=run_dir, callbacks=sinks.wrap(callbacks),
-                                   resume=resume, should_stop=should_stop)
-        except trainer.Preempted as exc:
-            events.send(EventType.PREEMPTED, step=getattr(exc, "step", None))
-            print(f"haares.child preempted at step {getattr(exc, 'step', '?')}", flush=True)
-            return EXIT_PREEMPTED
-        finally:
-            sinks.close()
-        # Evaluations restored from a checkpoint (a run that finished or progressed before, perhaps
-        # recorded in another database over the same results home) were never reported by this attempt.
-        for point in result.evals:
-            if point.step not in sent:
-                on_eval(point)
-        events.send(EventType.RESULT, result={
-            "best_val_loss": result.best_val_loss,
-            "best_step": result.best_step,
-            "final_step": result.final_step,
-            "batch_order_hash": result.batch_order_hash,
-            "device": result.device,
-        })
-        return EXIT_OK
+        return _train(config, events, trainer)
     except ParentGone:
         raise
     except DeviceMismatch as exc:
@@ -235,6 +201,54 @@ def run_train(config: dict, events: EventPipe) -> int:
         traceback.print_exc()
         events.send(EventType.ERROR, error=_last_line(exc), terminal=False)
         return 1
+
+
+def _train(config: dict, events: EventPipe, trainer: Any) -> int:
+    """RunConfig -> haares.train.train on the promised device, resuming from the run folder's checkpoint."""
+    from pathlib import Path
+
+    from haares.config import RunConfig
+    from haares.settings import home
+    from haares.sinks import RunInfo, default_sinks
+
+    cfg = RunConfig.from_dict(config)
+    device = pick_device()
+    name = device_name(device)
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+    print(f"haares.child job={os.environ.get(protocol.ENV_JOB_ID)} attempt={os.environ.get(protocol.ENV_ATTEMPT)} "
+          f"device={name} CUDA_VISIBLE_DEVICES={visible!r} pid={os.getpid()}", flush=True)
+    events.send(EventType.DEVICE, name=name, pid=os.getpid(), cuda_visible_devices=visible)
+    should_stop = trainer.install_sigterm_handler()
+    reports = _TrainReports(events)
+    # Progress is throttled (0.5 s): the parent only needs it for heartbeats and the live line.
+    callbacks = trainer.TrainCallbacks(on_eval=reports.on_eval, on_progress=reports.on_progress,
+                                       on_checkpoint=reports.on_checkpoint, progress_interval_s=0.5)
+    run_dir = Path(os.environ[protocol.ENV_RUN_DIR])
+    resume = os.environ.get(protocol.ENV_RESUME, "1") != "0"
+    start = resume_step(run_dir) if resume else 0
+    # Said in the attempt's log (`haares logs`): a restart from 0 after a preemption is a checkpoint
+    # that did not travel (or `retry --fresh`), and the steps before it are trained again.
+    print(f"haares.child resuming from the checkpoint of step {start}" if start else
+          f"haares.child starting at step 0 ({'no checkpoint in ' + str(run_dir / 'checkpoints') if resume else 'fresh start requested'})",
+          flush=True)
+    sinks = default_sinks(RunInfo(run_key=cfg.run_key(), run_dir=run_dir, home=home(),
+                                  labels=run_labels(os.environ.get(protocol.ENV_RUN_LABELS))))
+    events.send(EventType.START, step=start)
+    try:
+        result = trainer.train(cfg, device=device, run_dir=run_dir, callbacks=sinks.wrap(callbacks),
+                               resume=resume, should_stop=should_stop)
+    except trainer.Preempted as exc:
+        events.send(EventType.PREEMPTED, step=getattr(exc, "step", None))
+        print(f"haares.child preempted at step {getattr(exc, 'step', '?')}", flush=True)
+        return EXIT_PREEMPTED
+    finally:
+        sinks.close()
+    reports.unsent_evals(result.evals)
+    events.send(EventType.RESULT, result={
+        "best_val_loss": result.best_val_loss, "best_step": result.best_step, "final_step": result.final_step,
+        "batch_order_hash": result.batch_order_hash, "device": result.device,
+    })
+    return EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -70,6 +70,8 @@ def _fence(lease: Lease) -> sa.ColumnElement[bool]:
     return sa.and_(Job.id == lease.job_id, Job.lease_token == lease.token, Job.status == "running")
 
 
+# Over 60 lines with its docstring: one statement and the attempt insert of the same transaction,
+# which a reader should see together.
 def claim(
     *,
     engine: Engine,
