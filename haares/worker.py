@@ -31,7 +31,6 @@ from haares.jobs import (
     reap,
     record_restart,
     register_worker,
-    set_attempt_log,
     touch_worker,
 )
 from haares.kinds import JOB_KINDS, job_kind, load_kinds_files, total_steps
@@ -47,6 +46,7 @@ from haares.worker_queue import (
     one_line,
     record_event,
     record_finish,
+    record_log_path,
     renew,
     run_dir_for,
     run_labels_json,
@@ -214,8 +214,7 @@ class Worker:
                 continue
             with self.lock:
                 self.running[r.job_id] = r
-            if set_attempt_log(engine=self.engine, lease=r.lease, log_path=str(r.log_path)) is False:
-                r.lost = True
+            record_log_path(self.engine, r)
             self.reporter.started(r)
         return True
 

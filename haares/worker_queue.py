@@ -25,6 +25,7 @@ from haares.jobs import (
     record_eval,
     record_start,
     set_attempt_device,
+    set_attempt_log,
 )
 from haares.kinds import job_kind
 from haares.protocol import EventType
@@ -125,6 +126,17 @@ def record_event(engine: Engine, r: Running, event: EventType, fields: dict, *, 
         ok = write(engine, r, fields, host)
     except Exception as exc:  # noqa: BLE001 - a DB hiccup must not kill the worker
         log.warning("job %s: recording %s failed: %s", r.job_id, event.value, one_line(exc))
+        return
+    if ok is False:
+        r.lost = True
+
+
+def record_log_path(engine: Engine, r: Running) -> None:
+    """Record where the child's log is (fenced: False sets r.lost); a DB error is logged, never raised."""
+    try:
+        ok = set_attempt_log(engine=engine, lease=r.lease, log_path=str(r.log_path))
+    except Exception as exc:  # noqa: BLE001 - an informational column; never worth a crash
+        log.warning("job %s: could not record its log path: %s", r.job_id, one_line(exc))
         return
     if ok is False:
         r.lost = True
