@@ -1,7 +1,7 @@
 """Checks the worker-child protocol and the outcome mapping without processes: an event survives the
 round trip through the pipe format, an undeclared type or field is refused on both sides, a line that
-is not an event is a ProtocolError, and `outcome_of` maps exit codes, events and stop reasons as
-docs/worker.md says.
+is not an event is a ProtocolError, `outcome_of` maps exit codes, events and stop reasons as
+docs/worker.md says, and production knows the `train` kind only (the tests add `sleep`).
 """
 
 from __future__ import annotations
@@ -78,3 +78,16 @@ def test_a_signal_names_itself_and_other_codes_fall_back_to_the_log():
     assert _outcome(-9).error == "killed by signal SIGKILL"
     assert _outcome(1, last_log_line="RuntimeError: boom").error == "RuntimeError: boom"
     assert _outcome(3).error == "exit code 3"
+
+
+def test_production_runs_train_only_and_the_tests_add_sleep_through_the_kinds_file():
+    import subprocess
+    import sys
+
+    probe = "from haares.kinds import JOB_KINDS, load_kinds_files; a = sorted(JOB_KINDS); load_kinds_files(); " \
+            "print(a, sorted(JOB_KINDS))"
+    env = {k: v for k, v in os.environ.items() if k != "HAARES_KINDS_FILE"}
+    bare = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=True)
+    assert bare.stdout.split() == ["['train']", "['train']"]
+    tested = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert tested.stdout.strip() == "['train'] ['sleep', 'train']"
