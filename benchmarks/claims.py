@@ -42,10 +42,11 @@ def _drain(url: str, barrier, results) -> None:
 
 
 def bench(url: str, *, procs: int, jobs: int) -> dict:
-    from haares.jobs import enqueue_sleep, make_engine
+    from haares.jobs import enqueue_configs, make_engine
 
     engine = make_engine(url)
-    enqueue_sleep(engine=engine, count=jobs, seconds=0)
+    # Claimed and finished here, never run: any kind name will do.
+    enqueue_configs(engine=engine, kind="sleep", grid="sleep", configs=[{"seconds": 0}] * jobs)
     engine.dispose()
     ctx = mp.get_context("spawn")
     barrier, results = ctx.Barrier(procs), ctx.Queue()

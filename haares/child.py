@@ -1,67 +1,44 @@
 """The training child: one claimed job in its own process, reporting to the worker over a pipe.
 
-Run as `python -m haares.child train CONFIG_JSON`, or `python -I -S haares/child.py sleep SECONDS`
-(no site, no package and no json import: 2,000 sleep jobs must start fast). Knows torch (through
-haares.train), never the database: every event goes to the parent as one JSON line on the fd in
-HAARES_EVENT_FD. The module top imports only os, sys and time, so the parent imports it cheaply.
+Run as `python -m haares.child train CONFIG_JSON`. Knows torch (through haares.train), never the
+database: every event goes to the parent as one line of haares.protocol on the fd in HAARES_EVENT_FD,
+and the exit code is one of haares.protocol's EXIT_* codes.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
+from typing import Any
 
-# Exit codes the parent maps to outcomes (worker.py): anything else is a retryable failure.
-EXIT_OK = 0
-EXIT_TERMINAL = 65  # EX_DATAERR: NonFiniteLoss, bad config, CUDA OOM; not retried
-EXIT_PARENT_GONE = 70  # the worker died; nobody will record this attempt
-EXIT_PREEMPTED = 75  # EX_TEMPFAIL: checkpointed after SIGTERM; requeued without using a retry
-EXIT_DEVICE = 69  # EX_UNAVAILABLE: the device is not what the worker promised; nothing trained
+from haares import protocol
+from haares.protocol import (
+    EXIT_DEVICE,
+    EXIT_OK,
+    EXIT_PARENT_GONE,
+    EXIT_PREEMPTED,
+    EXIT_TERMINAL,
+    EventType,
+    ParentGone,
+)
 
 PR_SET_PDEATHSIG = 1
-SIGKILL = 9  # the same on every Linux architecture; importing `signal` costs the sleep child ~10 ms
-
-
-class ParentGone(Exception):
-    """The event pipe is closed: the worker that owns this attempt is dead."""
+SIGKILL = 9  # the same on every Linux architecture
 
 
 class EventPipe:
-    """JSON lines to the parent on an inherited fd; EPIPE means the parent died."""
+    """Protocol events to the parent on an inherited fd, one whole line at a time from any thread."""
 
     def __init__(self, fd: int | None) -> None:
-        import threading
-
         self._fd = fd
         self._lock = threading.Lock()
 
-    def send(self, kind: str, **fields: object) -> None:
-        """Write one event {"type": kind, **fields}; raises ParentGone if the parent is gone."""
-        import json
-
-        line = json.dumps({"type": kind, **fields}, default=_jsonable) + "\n"
+    def send(self, event: EventType, **fields: object) -> None:
+        """Write one event; raises ParentGone if the parent is gone."""
         with self._lock:
-            write_line(self._fd, line)
-
-
-def write_line(fd: int | None, line: str) -> None:
-    """Write a whole line to the event fd (a no-op without one); ParentGone on EPIPE."""
-    if fd is None:
-        return
-    view = memoryview(line.encode())
-    try:
-        while view:
-            view = view[os.write(fd, view):]
-    except OSError as exc:  # BrokenPipeError: the worker closed its end by dying
-        raise ParentGone(str(exc)) from exc
-
-
-def _jsonable(value: object) -> object:
-    """Fallback for json.dumps: numpy/torch scalars, paths and the like."""
-    if hasattr(value, "item"):
-        return value.item()  # type: ignore[no-any-return, attr-defined]
-    return str(value)
+            protocol.write_event(self._fd, event, **fields)
 
 
 def die_with_parent(expected_ppid: int | None) -> None:
@@ -85,7 +62,6 @@ def die_with_parent(expected_ppid: int | None) -> None:
 
 def _watch_parent(expected_ppid: int, period_s: float = 1.0) -> None:
     """Backstop for platforms without PDEATHSIG: exit when re-parented."""
-    import threading
 
     def loop() -> None:
         while True:
@@ -96,24 +72,6 @@ def _watch_parent(expected_ppid: int, period_s: float = 1.0) -> None:
     threading.Thread(target=loop, name="haares-ppid-watch", daemon=True).start()
 
 
-def run_sleep(seconds: float, fd: int | None) -> int:
-    """Kind "sleep": sleep, append the job id to HAARES_SLEEP_LOG (counts real executions), report.
-
-    Events are written by hand, not with json, to keep this path import-free.
-    """
-    time.sleep(seconds)
-    log = os.environ.get("HAARES_SLEEP_LOG")
-    if log:
-        # O_APPEND writes this small are atomic, so concurrent children never interleave lines.
-        out = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(out, f"{os.environ.get('HAARES_JOB_ID', '?')}\n".encode())
-        finally:
-            os.close(out)
-    write_line(fd, f'{{"type": "result", "result": {{"slept_s": {float(seconds)!r}}}}}\n')
-    return EXIT_OK
-
-
 class DeviceMismatch(Exception):
     """The worker promised a GPU (HAARES_GPU) that this process cannot see: train nowhere else."""
 
@@ -122,7 +80,7 @@ def pick_device() -> str:
     """"cuda" when the worker gave us a GPU, "cpu" for a CPU worker; DeviceMismatch when the promised
     GPUs are not all visible (a CPU-only torch, a wrong index, a lost device)."""
     visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
-    promised = os.environ.get("HAARES_GPU", "cpu" if visible == "" else visible)
+    promised = os.environ.get(protocol.ENV_GPU, "cpu" if visible == "" else visible)
     if promised == "cpu":
         return "cpu"
     import torch
@@ -182,17 +140,40 @@ def _last_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {lines[-1]}" if lines else type(exc).__name__
 
 
+class _TrainReports:
+    """haares.train callbacks that send protocol events, remembering which eval steps were sent."""
+
+    def __init__(self, events: EventPipe) -> None:
+        self.events = events
+        self.sent: set[int] = set()
+
+    def on_eval(self, point: object) -> None:
+        from dataclasses import asdict, is_dataclass
+
+        self.events.send(EventType.EVAL, point=asdict(point) if is_dataclass(point) else dict(vars(point)))
+        self.sent.add(int(getattr(point, "step", -1)))
+
+    def on_progress(self, step: int, loss: float, tokens_per_s: float) -> None:
+        self.events.send(EventType.PROGRESS, step=step, loss=loss, tokens_per_s=tokens_per_s)
+
+    def on_checkpoint(self, step: int, path: object) -> None:
+        self.events.send(EventType.CHECKPOINT, step=step, path=str(path))
+
+    def unsent_evals(self, evals: list) -> None:
+        """Send evaluations restored from a checkpoint (a run that finished or progressed before, perhaps
+        recorded in another database over the same results home): this attempt never reported them."""
+        for point in evals:
+            if point.step not in self.sent:
+                self.on_eval(point)
+
+
 def run_train(config: dict, events: EventPipe) -> int:
-    """Kind "train": RunConfig -> haares.train.train with callbacks that report over the pipe."""
+    """Kind "train": train the config, reporting over the pipe; each way it can end is one exit code."""
     import signal
     import traceback
-    from dataclasses import asdict, is_dataclass
-    from pathlib import Path
 
-    from haares.config import ConfigError, RunConfig
+    from haares.config import ConfigError
     from haares.errors import HaaresError
-    from haares.settings import home
-    from haares.sinks import RunInfo, default_sinks
 
     terminal: tuple[type[BaseException], ...] = (ConfigError, HaaresError)
     # Under srun, slurmstepd sends Slurm's USR1 warning to every process of the step, this one too:
@@ -205,98 +186,83 @@ def run_train(config: dict, events: EventPipe) -> int:
         from haares import train as trainer
 
         terminal = terminal + (trainer.NonFiniteLoss, torch.cuda.OutOfMemoryError)
-        cfg = RunConfig.from_dict(config)
-        device = pick_device()
-        name = device_name(device)
-        print(
-            f"haares.child job={os.environ.get('HAARES_JOB_ID')} attempt={os.environ.get('HAARES_ATTEMPT')} "
-            f"device={name} CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '')!r} pid={os.getpid()}",
-            flush=True,
-        )
-        events.send("device", name=name, pid=os.getpid(),
-                    cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES", ""))
-        should_stop = trainer.install_sigterm_handler()
-        sent: set[int] = set()
-
-        def on_eval(point: object) -> None:
-            events.send("eval", point=asdict(point) if is_dataclass(point) else dict(vars(point)))
-            sent.add(int(getattr(point, "step", -1)))
-
-        def on_progress(step: int, loss: float, tokens_per_s: float) -> None:
-            events.send("progress", step=step, loss=loss, tokens_per_s=tokens_per_s)
-
-        def on_checkpoint(step: int, path: object) -> None:
-            events.send("checkpoint", step=step, path=str(path))
-
-        # Progress is throttled (0.5 s): the parent only needs it for heartbeats and the live line.
-        callbacks = trainer.TrainCallbacks(on_eval=on_eval, on_progress=on_progress, on_checkpoint=on_checkpoint,
-                                           progress_interval_s=0.5)
-        run_dir = Path(os.environ.get("HAARES_RUN_DIR") or os.environ["HAARES_CKPT_DIR"])
-        resume = os.environ.get("HAARES_RESUME", "1") != "0"
-        start = resume_step(run_dir) if resume else 0
-        # Said in the attempt's log (`haares logs`): a restart from 0 after a preemption is a checkpoint
-        # that did not travel (or `retry --fresh`), and the steps before it are trained again.
-        print(f"haares.child resuming from the checkpoint of step {start}" if start else
-              f"haares.child starting at step 0 ({'no checkpoint in ' + str(run_dir / 'checkpoints') if resume else 'fresh start requested'})",
-              flush=True)
-        sinks = default_sinks(RunInfo(run_key=cfg.run_key(), run_dir=run_dir, home=home(),
-                                      labels=run_labels(os.environ.get("HAARES_RUN_LABELS"))))
-        events.send("start", step=start)
-        try:
-            result = trainer.train(cfg, device=device, run_dir=run_dir, callbacks=sinks.wrap(callbacks),
-                                   resume=resume, should_stop=should_stop)
-        except trainer.Preempted as exc:
-            events.send("preempted", step=getattr(exc, "step", None))
-            print(f"haares.child preempted at step {getattr(exc, 'step', '?')}", flush=True)
-            return EXIT_PREEMPTED
-        finally:
-            sinks.close()
-        # Evaluations restored from a checkpoint (a run that finished or progressed before, perhaps
-        # recorded in another database over the same results home) were never reported by this attempt.
-        for point in result.evals:
-            if point.step not in sent:
-                on_eval(point)
-        events.send("result", result={
-            "best_val_loss": result.best_val_loss,
-            "best_step": result.best_step,
-            "final_step": result.final_step,
-            "batch_order_hash": result.batch_order_hash,
-            "device": result.device,
-        })
-        return EXIT_OK
+        return _train(config, events, trainer)
     except ParentGone:
         raise
     except DeviceMismatch as exc:
         print(f"haares.child: {exc}", file=sys.stderr, flush=True)
-        events.send("error", error=str(exc), terminal=False)
+        events.send(EventType.ERROR, error=str(exc), terminal=False)
         return EXIT_DEVICE
     except terminal as exc:
         traceback.print_exc()
-        events.send("error", error=_last_line(exc), terminal=True)
+        events.send(EventType.ERROR, error=_last_line(exc), terminal=True)
         return EXIT_TERMINAL
     except Exception as exc:  # noqa: BLE001 - any other failure is retryable; the log keeps the traceback
         traceback.print_exc()
-        events.send("error", error=_last_line(exc), terminal=False)
+        events.send(EventType.ERROR, error=_last_line(exc), terminal=False)
         return 1
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point: `child train CONFIG_JSON` or `child sleep SECONDS`.
+def _train(config: dict, events: EventPipe, trainer: Any) -> int:
+    """RunConfig -> haares.train.train on the promised device, resuming from the run folder's checkpoint."""
+    from pathlib import Path
 
-    The environment carries the job id, attempt, run directory, resume flag and the event fd.
-    """
+    from haares.config import RunConfig
+    from haares.settings import home
+    from haares.sinks import RunInfo, default_sinks
+
+    cfg = RunConfig.from_dict(config)
+    device = pick_device()
+    name = device_name(device)
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+    print(f"haares.child job={os.environ.get(protocol.ENV_JOB_ID)} attempt={os.environ.get(protocol.ENV_ATTEMPT)} "
+          f"device={name} CUDA_VISIBLE_DEVICES={visible!r} pid={os.getpid()}", flush=True)
+    events.send(EventType.DEVICE, name=name, pid=os.getpid(), cuda_visible_devices=visible)
+    should_stop = trainer.install_sigterm_handler()
+    reports = _TrainReports(events)
+    # Progress is throttled (0.5 s): the parent only needs it for heartbeats and the live line.
+    callbacks = trainer.TrainCallbacks(on_eval=reports.on_eval, on_progress=reports.on_progress,
+                                       on_checkpoint=reports.on_checkpoint, progress_interval_s=0.5)
+    run_dir = Path(os.environ[protocol.ENV_RUN_DIR])
+    resume = os.environ.get(protocol.ENV_RESUME, "1") != "0"
+    start = resume_step(run_dir) if resume else 0
+    # Said in the attempt's log (`haares logs`): a restart from 0 after a preemption is a checkpoint
+    # that did not travel (or `retry --fresh`), and the steps before it are trained again.
+    print(f"haares.child resuming from the checkpoint of step {start}" if start else
+          f"haares.child starting at step 0 ({'no checkpoint in ' + str(run_dir / 'checkpoints') if resume else 'fresh start requested'})",
+          flush=True)
+    sinks = default_sinks(RunInfo(run_key=cfg.run_key(), run_dir=run_dir, home=home(),
+                                  labels=run_labels(os.environ.get(protocol.ENV_RUN_LABELS))))
+    events.send(EventType.START, step=start)
+    try:
+        result = trainer.train(cfg, device=device, run_dir=run_dir, callbacks=sinks.wrap(callbacks),
+                               resume=resume, should_stop=should_stop)
+    except trainer.Preempted as exc:
+        events.send(EventType.PREEMPTED, step=getattr(exc, "step", None))
+        print(f"haares.child preempted at step {getattr(exc, 'step', '?')}", flush=True)
+        return EXIT_PREEMPTED
+    finally:
+        sinks.close()
+    reports.unsent_evals(result.evals)
+    events.send(EventType.RESULT, result={
+        "best_val_loss": result.best_val_loss, "best_step": result.best_step, "final_step": result.final_step,
+        "batch_order_hash": result.batch_order_hash, "device": result.device,
+    })
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: `child train CONFIG_JSON`; the environment carries the rest (haares.protocol.ENV_*)."""
     args = sys.argv[1:] if argv is None else argv
-    if len(args) != 2 or args[0] not in ("train", "sleep"):
-        print("usage: python -m haares.child train CONFIG_JSON | sleep SECONDS", file=sys.stderr)
+    if len(args) != 2 or args[0] != "train":
+        print("usage: python -m haares.child train CONFIG_JSON", file=sys.stderr)
         return 2
-    ppid = os.environ.get("HAARES_PARENT_PID")
+    ppid = os.environ.get(protocol.ENV_PARENT_PID)
     expected = int(ppid) if ppid else None
     die_with_parent(expected)
-    fd_text = os.environ.get("HAARES_EVENT_FD")
+    fd_text = os.environ.get(protocol.ENV_EVENT_FD)
     fd = int(fd_text) if fd_text else None
     try:
-        if args[0] == "sleep":
-            return run_sleep(float(args[1]), fd)
         import json
 
         if expected is not None:

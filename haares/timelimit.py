@@ -115,12 +115,16 @@ def estimate_seconds(*, kind: str, config: dict[str, Any], remaining_steps: int,
                      seconds_per_step: float | None) -> float | None:
     """The rule: how long a job still needs, or None when nothing is known.
 
-    Sleep jobs: their seconds plus one. Training jobs: remaining steps x the slowest measured seconds per
+    Kinds of a fixed duration (haares.kinds; the tests' sleep): that duration plus one.
+    Training jobs: remaining steps x the slowest measured seconds per
     step of the recent attempts of the same config shape (wall time of an attempt over the steps it did:
     start-up, evaluation and checkpoints included) x SAFETY, plus STARTUP_S; None without a measurement.
     """
-    if kind == "sleep":
-        return float(config.get("seconds", 0)) + 1.0
+    from haares.kinds import JOB_KINDS
+
+    fixed = JOB_KINDS[kind].fixed_seconds if kind in JOB_KINDS else None
+    if fixed is not None:
+        return fixed(config) + 1.0
     if seconds_per_step is None:
         return None
     return STARTUP_S + SAFETY * max(0, remaining_steps) * seconds_per_step

@@ -21,6 +21,12 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import pytest  # noqa: E402
 
+# The test-only `sleep` job kind (production ships `train` only): registered here for in-process workers
+# and claims, and through HAARES_KINDS_FILE for the `haares worker` processes tests start.
+from fixtures import sleep_kind  # noqa: E402
+
+os.environ["HAARES_KINDS_FILE"] = sleep_kind.__file__
+
 
 @pytest.fixture(autouse=True)
 def one_torch_thread():

@@ -93,7 +93,9 @@ def duplicates(reports: list[tuple]) -> dict[int, int]:
 
 @pytest.mark.slow
 def test_parallel_claims_claim_each_job_once(db_url):
-    from haares.jobs import enqueue_sleep, make_engine, state_counts
+    from fixtures.sleep_kind import enqueue_sleep
+
+    from haares.jobs import make_engine, state_counts
     from haares.jobs.schema import Attempt
 
     engine = make_engine(db_url)
@@ -113,7 +115,9 @@ def test_parallel_claims_claim_each_job_once(db_url):
 
 @pytest.mark.slow
 def test_canary_naive_claim_shows_duplicates(sqlite_url):
-    from haares.jobs import enqueue_sleep, make_engine
+    from fixtures.sleep_kind import enqueue_sleep
+
+    from haares.jobs import make_engine
 
     engine = make_engine(sqlite_url)
     enqueue_sleep(engine=engine, count=JOBS, seconds=0)

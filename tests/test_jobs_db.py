@@ -11,10 +11,11 @@ import threading
 
 import pytest
 import sqlalchemy as sa
+from fixtures.sleep_kind import enqueue_sleep
 
 from haares.errors import HaaresError
 from haares.jobs import db as jobs_db
-from haares.jobs import enqueue_sleep, make_engine
+from haares.jobs import make_engine
 from haares.jobs.migrations import MIGRATIONS, VERSION_KEY, schema_version
 from haares.jobs.schema import SCHEMA_VERSION, Job, Meta
 
@@ -85,7 +86,7 @@ def test_version_1_database_is_migrated(db_url):
     engine = make_engine(db_url)
     [jid] = enqueue_sleep(engine=engine, count=1, seconds=0).job_ids
     with engine.begin() as conn:  # turn it back into a version-1 database
-        _drop_v3_columns(conn)
+        _drop_columns(conn, V3_COLUMNS + V4_COLUMNS)
         conn.execute(sa.text("DROP INDEX ix_jobs_queued"))
         conn.execute(sa.text("DROP INDEX ix_grid_runs_job_id"))
         conn.execute(sa.text("ALTER TABLE jobs DROP COLUMN fresh_start"))
@@ -93,7 +94,7 @@ def test_version_1_database_is_migrated(db_url):
     engine.dispose()
     engine = make_engine(db_url)
     with engine.connect() as conn:
-        assert schema_version(conn) == SCHEMA_VERSION == 3
+        assert schema_version(conn) == SCHEMA_VERSION == 4
         names = {ix["name"] for ix in sa.inspect(conn).get_indexes("jobs")}
         assert "ix_jobs_queued" in names
         assert conn.execute(sa.select(Job.fresh_start).where(Job.id == jid)).scalar_one() is False
@@ -105,8 +106,11 @@ V3_COLUMNS = [("jobs", "ckpt_host"), ("jobs", "ckpt_dir"), ("jobs", "ckpt_step")
               ("attempts", "ckpt_dir"), ("attempts", "ckpt_step")]
 
 
-def _drop_v3_columns(conn) -> None:  # noqa: ANN001
-    for table, column in V3_COLUMNS:
+V4_COLUMNS = [("workers", "heartbeat_s"), ("workers", "lease_ttl_s")]
+
+
+def _drop_columns(conn, columns: list) -> None:  # noqa: ANN001
+    for table, column in columns:
         conn.execute(sa.text(f"ALTER TABLE {table} DROP COLUMN {column}"))
 
 
@@ -114,15 +118,34 @@ def test_version_2_database_gains_the_checkpoint_columns(db_url):
     engine = make_engine(db_url)
     [jid] = enqueue_sleep(engine=engine, count=1, seconds=0).job_ids
     with engine.begin() as conn:
-        _drop_v3_columns(conn)
+        _drop_columns(conn, V3_COLUMNS + V4_COLUMNS)
         conn.execute(sa.update(Meta).where(Meta.key == VERSION_KEY).values(value="2"))
     engine.dispose()
     engine = make_engine(db_url, read_only=True)  # a reading command upgrades a writable database too
     with engine.connect() as conn:
-        assert schema_version(conn) == 3
-        columns = {(t, c["name"]) for t in ("jobs", "attempts") for c in sa.inspect(conn).get_columns(t)}
-        assert set(V3_COLUMNS) <= columns
+        assert schema_version(conn) == 4
+        columns = {(t, c["name"]) for t in ("jobs", "attempts", "workers") for c in sa.inspect(conn).get_columns(t)}
+        assert set(V3_COLUMNS + V4_COLUMNS) <= columns
         assert conn.execute(sa.select(Job.status).where(Job.id == jid)).scalar_one() == "queued"
+    engine.dispose()
+
+
+def test_version_3_database_gains_the_worker_timing_columns(db_url):
+    from haares.jobs import register_worker
+
+    engine = make_engine(db_url)
+    with engine.begin() as conn:
+        _drop_columns(conn, V4_COLUMNS)
+        conn.execute(sa.update(Meta).where(Meta.key == VERSION_KEY).values(value="3"))
+    engine.dispose()
+    engine = make_engine(db_url)
+    with engine.connect() as conn:
+        assert schema_version(conn) == 4
+        assert set(V4_COLUMNS) <= {("workers", c["name"]) for c in sa.inspect(conn).get_columns("workers")}
+    register_worker(engine=engine, worker_id="w", host="h", pid=1, gpu="cpu", version="0", heartbeat_s=0.5,
+                    lease_ttl_s=2.0)
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT heartbeat_s, lease_ttl_s FROM workers")).one() == (0.5, 2.0)
     engine.dispose()
 
 

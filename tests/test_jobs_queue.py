@@ -12,6 +12,7 @@ from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
+from fixtures.sleep_kind import enqueue_sleep
 
 from haares.errors import HaaresError
 from haares.grids import expand, get_grid
@@ -20,7 +21,6 @@ from haares.jobs import (
     claim,
     db_now,
     enqueue_runs,
-    enqueue_sleep,
     finish,
     heartbeat,
     hold,

@@ -10,23 +10,12 @@ import tempfile
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
+from fixtures.sleep_kind import enqueue_sleep
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from haares.jobs import (
-    cancel,
-    claim,
-    enqueue_sleep,
-    finish,
-    heartbeat,
-    hold,
-    make_engine,
-    reap,
-    record_eval,
-    release,
-    retry,
-)
+from haares.jobs import cancel, claim, finish, heartbeat, hold, make_engine, reap, record_eval, release, retry
 from haares.jobs import db as jobs_db
 from haares.jobs.schema import Attempt, Eval, Job
 

@@ -19,11 +19,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from fixtures.sleep_kind import enqueue_sleep
 from fixtures.workers import HAARES, rows, start_worker, tiny_runs, wait_for
 
 from haares import __version__
 from haares.errors import HaaresError
-from haares.jobs import enqueue_runs, enqueue_sleep, make_engine
+from haares.jobs import enqueue_runs, make_engine
 from haares.slurm import SlurmJob, script
 
 PG = "postgresql://haares@dbhost/haares"

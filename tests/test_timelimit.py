@@ -14,10 +14,11 @@ import subprocess
 from datetime import datetime, timedelta
 
 import pytest
+from fixtures.sleep_kind import enqueue_sleep
 from fixtures.workers import HAARES, rows, start_worker, tiny_runs, wait_for
 
 from haares.errors import HaaresError
-from haares.jobs import claim, db, enqueue_runs, enqueue_sleep, finish, make_engine
+from haares.jobs import claim, db, enqueue_runs, finish, make_engine
 from haares.timelimit import Deadline, claimable_ids, estimate_seconds, parse_duration, shape_key, slurm_time
 
 FAST = ("--gpu", "cpu", "--heartbeat", "0.3", "--lease-ttl", "3", "--poll", "0.3")

@@ -13,6 +13,7 @@ import pytest
 from fixtures.workers import HAARES, rows, tiny_runs
 
 from haares import worker as worker_mod
+from haares import worker_options
 from haares.jobs.db import make_engine
 from haares.jobs.enqueue import enqueue_runs
 
@@ -53,7 +54,7 @@ def test_a_child_without_its_gpu_fails_the_attempt_and_trains_nothing(sqlite_url
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
     engine = _enqueue(sqlite_url, n=2)
-    monkeypatch.setattr(worker_mod, "visible_gpu_count", lambda: 8)  # the parent believes in GPU 7
+    monkeypatch.setattr(worker_options, "visible_gpu_count", lambda: 8)  # the parent believes in GPU 7
     options = worker_mod.WorkerOptions(gpu="7", slots=1, heartbeat_s=0.5, lease_ttl_s=5, poll_s=0.5)
     summary = worker_mod.run_worker(db_url=sqlite_url, options=options)
     assert summary.claimed == 1 and summary.stopped_by == "device mismatch"

@@ -16,10 +16,10 @@ import time
 from collections import Counter
 
 import pytest
+from fixtures.sleep_kind import enqueue_sleep
 from fixtures.workers import rows
 
 from haares.jobs.db import make_engine
-from haares.jobs.enqueue import enqueue_sleep
 
 WORKERS = 16
 JOBS = 2000

@@ -15,10 +15,10 @@ import signal
 import time
 
 import pytest
+from fixtures.sleep_kind import enqueue_sleep
 from fixtures.workers import rows, start_worker, wait_for
 
 from haares.jobs.db import make_engine
-from haares.jobs.enqueue import enqueue_sleep
 from haares.jobs.procs import process_start_time
 
 SLEEP_S = 8.0

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
 from typing import Annotated, Any
 
 import typer
@@ -17,41 +15,12 @@ STATE_STYLE = {"queued": "white", "running": "cyan", "succeeded": "green", "fail
                "cancelled": "magenta", "held": "yellow"}
 
 
-def snapshot(*, engine: Any, grid: str | None, reaper: Any = None) -> dict[str, Any]:
-    """Reap with `reaper` (a writable engine; None where the database is read-only here), then
-    {"grids": {grid: {state: n}}, "jobs": [...]} read through `engine`."""
-    if reaper is not None:
-        reap_quietly(reaper)
+def snapshot(*, engine: Any, grid: str | None) -> dict[str, Any]:
+    """{"grids": {grid: {state: n}}, "jobs": [...]} read through `engine`; reads only (workers and
+    enqueue reap expired leases, so status shows a lost job as running until one of them does)."""
     from haares.jobs import job_rows, state_counts
 
     return {"grids": state_counts(engine=engine, grid=grid), "jobs": job_rows(engine=engine, grid=grid)}
-
-
-def reap_quietly(engine: Any) -> None:
-    """Requeue this host's dead workers' jobs and expired leases; best effort (workers reap too)."""
-    from sqlalchemy.exc import DBAPIError
-
-    from haares.errors import HaaresError
-    from haares.jobs import reap
-    from haares.settings import host_name
-
-    try:
-        reap(engine=engine, host=host_name())
-    except (DBAPIError, HaaresError):
-        pass  # e.g. a read-only database: status still shows what it can read
-
-
-@contextmanager
-def reaper_engine(db: str | None) -> Iterator[Any]:
-    """A writable engine for reaping, or None where the database cannot be written from here."""
-    from haares.errors import HaaresError
-
-    with ExitStack() as stack:
-        try:
-            engine = stack.enter_context(database(db, create=False))
-        except HaaresError:
-            engine = None  # e.g. a read-only results home: status still shows what it can read
-        yield engine
 
 
 def check_grid(grid: str | None, snap: dict[str, Any]) -> None:
@@ -73,6 +42,14 @@ def _duration(seconds: float | None) -> str:
     h, rem = divmod(seconds, 3600)
     m, s = divmod(rem, 60)
     return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+
+
+def job_heartbeat_style(job: dict[str, Any]) -> str:
+    """heartbeat_style of a job row against its own worker's interval and TTL (the defaults when unrecorded)."""
+    from haares.jobs.lease import HEARTBEAT_INTERVAL_S, LEASE_TTL_S
+
+    return heartbeat_style(job["heartbeat_age_s"], interval_s=job.get("heartbeat_s") or HEARTBEAT_INTERVAL_S,
+                           ttl_s=job.get("lease_ttl_s") or LEASE_TTL_S)
 
 
 def heartbeat_style(age_s: float | None, *, interval_s: float, ttl_s: float) -> str:
@@ -112,7 +89,6 @@ def render(snap: dict[str, Any], *, grid: str | None, width: int = 180) -> Any:
     from rich.table import Table
     from rich.text import Text
 
-    from haares.jobs.lease import HEARTBEAT_INTERVAL_S, LEASE_TTL_S
     from haares.jobs.views import NO_GRID
 
     if not snap["jobs"]:
@@ -131,7 +107,7 @@ def render(snap: dict[str, Any], *, grid: str | None, width: int = 180) -> Any:
                 f"{job['step']}/{job['total_steps']}" if job["total_steps"] else str(job["step"]),
                 _num(job["last_val_loss"], ".4f"), _num(job["best_val_loss"], ".4f"),
                 _num(job["tokens_per_s"], ",.0f"), _duration(job["eta_s"]), job["worker"] or "", job["gpu"] or "",
-                Text(_duration(age), style=heartbeat_style(age, interval_s=HEARTBEAT_INTERVAL_S, ttl_s=LEASE_TTL_S)),
+                Text(_duration(age), style=job_heartbeat_style(job)),
             ))
         keep = fit_columns(rows, width)
         summary = ", ".join(f"{n} {state}" for state, n in counts.items())
@@ -160,8 +136,8 @@ def status(
     """Show jobs per grid: state, step, val loss, tokens/s, ETA, worker, GPU and heartbeat age."""
     from rich.console import Console
 
-    with database(db, read_only=True) as engine, reaper_engine(db) as reaper:
-        first = snapshot(engine=engine, grid=grid, reaper=reaper)
+    with database(db, read_only=True) as engine:
+        first = snapshot(engine=engine, grid=grid)
         check_grid(grid, first)
         if as_json:
             typer.echo(json.dumps(first, default=str))
@@ -171,10 +147,10 @@ def status(
         if not watch:
             console.print(render(first, grid=grid, width=console.width))
             return
-        watch_status(console, first, engine=engine, grid=grid, reaper=reaper)
+        watch_status(console, first, engine=engine, grid=grid)
 
 
-def watch_status(console: Any, first: dict[str, Any], *, engine: Any, grid: str | None, reaper: Any) -> None:
+def watch_status(console: Any, first: dict[str, Any], *, engine: Any, grid: str | None) -> None:
     """Redraw the status table every 2 s until Ctrl-C."""
     from rich.live import Live
 
@@ -182,7 +158,7 @@ def watch_status(console: Any, first: dict[str, Any], *, engine: Any, grid: str 
         with Live(render(first, grid=grid, width=console.width), console=console, auto_refresh=False) as live:
             while True:
                 time.sleep(2.0)
-                snap = snapshot(engine=engine, grid=grid, reaper=reaper)
+                snap = snapshot(engine=engine, grid=grid)
                 live.update(render(snap, grid=grid, width=console.width), refresh=True)
     except KeyboardInterrupt:
         pass

@@ -26,6 +26,14 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 
 from haares.errors import HaaresError
+from haares.jobs.migrations import (
+    NO_QUEUE_YET,
+    SCHEMA_VERSION,
+    check_version,
+    refuse_newer,
+    schema_version,
+    upgrade,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -79,8 +87,6 @@ def make_engine(url: str, *, allow_network_fs: bool = False, read_only: bool = F
     Raises HaaresError (one line) for a malformed URL, a missing, damaged or non-database file, an
     unreachable server, SQLite on a network filesystem (unless `allow_network_fs`), or a newer schema.
     """
-    from haares.jobs.migrations import check_schema, migrate
-
     parsed = _parse(url)
     sqlite = parsed.get_backend_name() == "sqlite"
     immutable = False
@@ -110,6 +116,27 @@ def make_engine(url: str, *, allow_network_fs: bool = False, read_only: bool = F
         make_engine(url, allow_network_fs=allow_network_fs, create=False).dispose()
         return make_engine(url, allow_network_fs=allow_network_fs, read_only=True)
     return engine
+
+
+def check_schema(engine: Engine) -> int | None:
+    """For a read-only opening: None when the schema is current, the older version found otherwise.
+
+    HaaresError for an empty database (no haares tables) or a newer schema.
+    """
+    with read_tx(engine) as conn:
+        return check_version(schema_version(conn))
+
+
+def migrate(engine: Engine, *, create: bool = True) -> int:
+    """Create (unless not `create`) or upgrade the schema to SCHEMA_VERSION; returns the version found before."""
+    with read_tx(engine) as conn:
+        found = schema_version(conn)
+    refuse_newer(found)
+    if found == 0 and not create:
+        raise HaaresError(NO_QUEUE_YET)
+    if found == SCHEMA_VERSION:
+        return found
+    return run_write(engine, upgrade)
 
 
 def _on_read_only_fs(parsed: sa.URL) -> bool:

@@ -91,31 +91,32 @@ def enqueue_runs(
     return run_write(engine, body)
 
 
-def enqueue_sleep(
-    *, engine: Engine, count: int, seconds: float, priority: int = 0, tag: str = "sleep"
+def enqueue_configs(
+    *, engine: Engine, kind: str, grid: str, configs: list[dict], priority: int = 0
 ) -> EnqueueResult:
-    """`count` new jobs of kind "sleep" (the child sleeps `seconds`), linked to a grid named `tag`.
+    """One new job of `kind` per config (not a training run: no run key dedup), linked to grid `grid`.
 
-    For queue tests and benchmarks: never deduplicated (each gets a random run key).
+    For kinds other than `train` (haares.kinds; the tests' `sleep`): each job gets a random run key, so
+    enqueueing the same configs twice queues them twice.
     """
 
     def body(conn: Connection) -> EnqueueResult:
         now = db_now(conn)
-        config = json.dumps({"seconds": seconds, "tag": tag}, sort_keys=True)
         rows = [
-            dict(run_key=f"sleep-{secrets.token_hex(10)}", kind="sleep", method="sleep", seed=0, pair_index=i,
-                 method_index=0, config_json=config, priority=priority, status="queued", total_steps=0,
-                 not_before=now, created_at=now, updated_at=now)
-            for i in range(count)
+            dict(run_key=f"{kind}-{secrets.token_hex(10)}", kind=kind, method=kind, seed=0, pair_index=i,
+                 method_index=0, config_json=json.dumps(config, sort_keys=True), priority=priority,
+                 status="queued", total_steps=0, not_before=now, created_at=now, updated_at=now)
+            for i, config in enumerate(configs)
         ]
         ids = [conn.execute(sa.insert(Job).values(**row).returning(Job.id)).scalar_one() for row in rows]
         if ids:
             conn.execute(
                 sa.insert(GridRun),
-                [dict(grid=tag, job_id=j, cell="", method="sleep", seed=0, pair_index=i, method_index=0)
+                [dict(grid=grid, job_id=j, cell="", method=kind, seed=0, pair_index=i, method_index=0)
                  for i, j in enumerate(ids)],
             )
-        conn.execute(sa.insert(Event).values(job_id=None, at=now, kind="enqueue", detail=f"{count} sleep jobs ({tag})"))
-        return EnqueueResult(count, 0, 0, tuple(ids))
+        conn.execute(sa.insert(Event).values(job_id=None, at=now, kind="enqueue",
+                                             detail=f"{len(ids)} {kind} jobs ({grid})"))
+        return EnqueueResult(len(ids), 0, 0, tuple(ids))
 
     return run_write(engine, body)

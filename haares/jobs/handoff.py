@@ -40,14 +40,17 @@ def foreign_checkpoints(*, engine: Engine, host: str) -> list[tuple[int, str, in
     return [(int(r.id), str(r.run_key), int(r.ckpt_step)) for r in rows]
 
 
-def record_restart(*, engine: Engine, lease: Lease, note: str) -> bool:
-    """Store `note` on the job (shown by `status`) and a `restart` event (fenced)."""
+def record_restart(*, engine: Engine, lease: Lease, note: str, start_step: int) -> bool:
+    """Store `note` on the job (shown by `status`) and a `restart` event, and set the attempt's start_step
+    to `start_step`, the checkpoint this host does have (fenced)."""
 
     def body(conn: Connection) -> bool:
         now = db_now(conn)
         done = conn.execute(sa.update(Job).where(_fence(lease)).values(note=note).returning(Job.id)).first()
         if done is not None:
             conn.execute(sa.insert(Event).values(job_id=lease.job_id, at=now, kind="restart", detail=note))
+            conn.execute(sa.update(Attempt).where(Attempt.job_id == lease.job_id, Attempt.lease_token == lease.token)
+                         .values(start_step=start_step))
         return done is not None
 
     return run_write(engine, body)

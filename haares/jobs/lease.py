@@ -45,13 +45,17 @@ class Lease:
     method: str
     seed: int
     step: int
-    """Last step the job reported (0 when it never ran): where a resume should land."""
+    """Last step the job reported (0 when it never ran); heartbeats overwrite it, so it is progress,
+    not where a resume lands: that is ckpt_step."""
     fresh: bool = False
     """True after `haares retry --fresh`: do not resume from a checkpoint."""
     ckpt_host: str | None = None
     """Host whose results home holds the newest checkpoint (None: no checkpoint recorded)."""
     ckpt_dir: str | None = None
     ckpt_step: int | None = None
+    """Step of the newest checkpoint recorded on the job (None: none recorded)."""
+    start_step: int = 0
+    """The attempt's start_step as claimed: ckpt_step, or 0 when fresh or none is recorded."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,8 @@ def _fence(lease: Lease) -> sa.ColumnElement[bool]:
     return sa.and_(Job.id == lease.job_id, Job.lease_token == lease.token, Job.status == "running")
 
 
+# Over 60 lines with its docstring: one statement and the attempt insert of the same transaction,
+# which a reader should see together.
 def claim(
     *,
     engine: Engine,
@@ -75,14 +81,15 @@ def claim(
     pid_start: float | None,
     gpu: str | None,
     lease_ttl_s: float,
-    kinds: tuple[str, ...] = ("train", "sleep"),
+    kinds: tuple[str, ...] | None = None,
     job_ids: Collection[int] | None = None,
     ckpt_grace_s: float | None = None,
     readable: tuple[int, ...] = (),
 ) -> Lease | None:
     """Claim the next queued job (priority desc, pair, method, id) in one statement, or None.
 
-    `job_ids` (when given) restricts the claim to those jobs: a worker with a time limit passes the
+    `kinds` (when given) restricts the claim to jobs of those kinds (a worker passes the kinds it can
+    run, haares.kinds); None claims any kind. `job_ids` (when given) restricts the claim to those jobs: a worker with a time limit passes the
     ones that can finish in time (haares.timelimit); an empty collection claims nothing.
 
     SQLite: `UPDATE .. WHERE id = (SELECT .. LIMIT 1) RETURNING` inside BEGIN IMMEDIATE; PostgreSQL:
@@ -100,11 +107,13 @@ def claim(
         now = db_now(conn)
         pick = (
             sa.select(Job.id)
-            .where(Job.status == "queued", Job.not_before <= now, Job.kind.in_(kinds))
+            .where(Job.status == "queued", Job.not_before <= now)
             .where(_checkpoint_rule(host, now, ckpt_grace_s, readable))
             .order_by(Job.priority.desc(), Job.pair_index, Job.method_index, Job.id)
             .limit(1)
         )
+        if kinds is not None:
+            pick = pick.where(Job.kind.in_(kinds))
         if job_ids is not None:
             pick = pick.where(Job.id.in_(list(job_ids)))
         if conn.dialect.name == "postgresql":
@@ -122,19 +131,20 @@ def claim(
         ).one_or_none()
         if row is None:
             return None
+        start_step = 0 if row.fresh_start else (row.ckpt_step or 0)
         attempt_no = conn.execute(
             sa.select(sa.func.count()).select_from(Attempt).where(Attempt.job_id == row.id)
         ).scalar_one() + 1
         conn.execute(
             sa.insert(Attempt).values(
                 job_id=row.id, attempt_no=attempt_no, lease_token=token, worker=worker_id, host=host, pid=pid,
-                gpu=gpu, started_at=now, start_step=row.step,
+                gpu=gpu, started_at=now, start_step=start_step,
             )
         )
         conn.execute(sa.insert(Event).values(job_id=row.id, at=now, kind="claimed",
                                              detail=f"attempt {attempt_no} by {worker_id} on {host}"))
         return Lease(row.id, row.run_key, row.kind, token, attempt_no, row.config_json, row.method, row.seed,
-                     row.step, bool(row.fresh_start), row.ckpt_host, row.ckpt_dir, row.ckpt_step)
+                     row.step, bool(row.fresh_start), row.ckpt_host, row.ckpt_dir, row.ckpt_step, start_step)
 
     return run_write(engine, body)
 
@@ -219,6 +229,43 @@ def set_attempt_device(*, engine: Engine, lease: Lease, device_name: str) -> boo
             sa.update(Attempt)
             .where(Attempt.job_id == lease.job_id, Attempt.lease_token == lease.token)
             .values(device_name=device_name)
+        )
+        return True
+
+    return run_write(engine, body)
+
+
+def record_start(*, engine: Engine, lease: Lease, step: int) -> bool:
+    """Set the attempt's start_step to the step its child really resumed from (fenced).
+
+    The claim's start_step is the job's recorded checkpoint step, which lags the checkpoint files when a
+    worker dies between the child writing a checkpoint and the worker recording it (or the newest file
+    is unreadable and the child falls back to an older one): the child's own `start` event is the truth.
+    """
+
+    def body(conn: Connection) -> bool:
+        if conn.execute(sa.select(Job.id).where(_fence(lease))).first() is None:
+            return False
+        conn.execute(
+            sa.update(Attempt)
+            .where(Attempt.job_id == lease.job_id, Attempt.lease_token == lease.token)
+            .values(start_step=step)
+        )
+        return True
+
+    return run_write(engine, body)
+
+
+def set_attempt_log(*, engine: Engine, lease: Lease, log_path: str) -> bool:
+    """Record where the current attempt's child writes its log (fenced)."""
+
+    def body(conn: Connection) -> bool:
+        if conn.execute(sa.select(Job.id).where(_fence(lease))).first() is None:
+            return False
+        conn.execute(
+            sa.update(Attempt)
+            .where(Attempt.job_id == lease.job_id, Attempt.lease_token == lease.token)
+            .values(log_path=log_path)
         )
         return True
 

@@ -1,8 +1,11 @@
 """Schema creation and migration, as an ordered list of functions (sqlite-utils / llm style).
 
 A fresh database gets `create_all` and is stamped with SCHEMA_VERSION; an older one runs
-MIGRATIONS[v - 1:] in order. Both happen under a lock (SQLite's write lock via BEGIN IMMEDIATE,
-a PostgreSQL advisory lock), so concurrent first starts cannot race; a newer schema is refused.
+MIGRATIONS[v - 1:] in order. Every function here takes an open connection and opens nothing: the
+caller (haares.jobs.db.make_engine) runs `upgrade` inside a write transaction, which is the lock
+(SQLite's write lock via BEGIN IMMEDIATE, plus a PostgreSQL advisory lock taken here), so concurrent
+first starts cannot race; a newer schema is refused. This module imports nothing from db.py, so the
+import graph has no cycle.
 """
 
 from __future__ import annotations
@@ -10,10 +13,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection
 
 from haares.errors import HaaresError
-from haares.jobs.db import read_tx, run_write
 from haares.jobs.schema import JOBS_QUEUED_INDEX, SCHEMA_VERSION, Base, GridRun, Meta
 
 VERSION_KEY = "schema_version"
@@ -36,7 +38,13 @@ def _v2_to_v3(conn: Connection) -> None:
         conn.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN {column} {kind}"))
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1_to_v2, _v2_to_v3]
+def _v3_to_v4(conn: Connection) -> None:
+    """Record each worker's heartbeat interval and lease TTL, for `status` to colour heartbeat ages by."""
+    for column in ("heartbeat_s", "lease_ttl_s"):
+        conn.execute(sa.text(f"ALTER TABLE workers ADD COLUMN {column} FLOAT"))
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1_to_v2, _v2_to_v3, _v3_to_v4]
 """MIGRATIONS[i] takes a database from version i + 1 to i + 2."""
 assert len(MIGRATIONS) == SCHEMA_VERSION - 1, "append a migration when bumping SCHEMA_VERSION"
 
@@ -49,7 +57,8 @@ def schema_version(conn: Connection) -> int:
     return int(raw) if raw is not None else 0
 
 
-def _refuse_newer(version: int) -> None:
+def refuse_newer(version: int) -> None:
+    """HaaresError when the database's schema is newer than this code's."""
     if version > SCHEMA_VERSION:
         raise HaaresError(
             f"the database has schema version {version}, newer than this haares ({SCHEMA_VERSION}); "
@@ -57,44 +66,34 @@ def _refuse_newer(version: int) -> None:
         )
 
 
-def check_schema(engine: Engine) -> int | None:
-    """For a read-only opening: None when the schema is current, the older version found otherwise.
+NO_QUEUE_YET = "the database holds no haares queue yet; `haares enqueue --grid NAME` creates it"
+
+
+def check_version(found: int) -> int | None:
+    """For a read-only opening, given schema_version: None when current, the older version otherwise.
 
     HaaresError for an empty database (no haares tables) or a newer schema.
     """
-    with read_tx(engine) as conn:
-        found = schema_version(conn)
     if found == 0:
-        raise HaaresError("the database holds no haares queue yet; `haares enqueue --grid NAME` creates it")
-    _refuse_newer(found)
+        raise HaaresError(NO_QUEUE_YET)
+    refuse_newer(found)
     return None if found == SCHEMA_VERSION else found
 
 
-def migrate(engine: Engine, *, create: bool = True) -> int:
-    """Create (unless not `create`) or upgrade the schema to SCHEMA_VERSION; returns the version found before."""
-    with read_tx(engine) as conn:
-        found = schema_version(conn)
-    _refuse_newer(found)
-    if found == 0 and not create:
-        raise HaaresError("the database holds no haares queue yet; `haares enqueue --grid NAME` creates it")
-    if found == SCHEMA_VERSION:
-        return found
-
-    def body(conn: Connection) -> int:
-        if conn.dialect.name == "postgresql":
-            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": PG_LOCK_KEY})
-        version = schema_version(conn)  # re-read under the lock: another process may have won
-        _refuse_newer(version)
-        if version == 0:
-            Base.metadata.create_all(conn)
-        else:
-            for step in MIGRATIONS[version - 1 :]:
-                step(conn)
-        if version != SCHEMA_VERSION:
-            _stamp(conn, version)
-        return version
-
-    return run_write(engine, body)
+def upgrade(conn: Connection) -> int:
+    """Create or upgrade the schema on `conn` (inside the caller's write transaction); the version before."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": PG_LOCK_KEY})
+    version = schema_version(conn)  # re-read under the lock: another process may have won
+    refuse_newer(version)
+    if version == 0:
+        Base.metadata.create_all(conn)
+    else:
+        for step in MIGRATIONS[version - 1 :]:
+            step(conn)
+    if version != SCHEMA_VERSION:
+        _stamp(conn, version)
+    return version
 
 
 def _stamp(conn: Connection, had: int) -> None:

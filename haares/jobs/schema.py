@@ -27,7 +27,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """Bump it with a new function appended to haares.jobs.migrations.MIGRATIONS."""
 
 JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled", "held")
@@ -53,7 +53,7 @@ class Job(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     run_key: Mapped[str] = mapped_column(String(32), unique=True)
     kind: Mapped[str] = mapped_column(String(16), default="train")
-    """train (a real training run) or sleep (queue tests and benchmarks: the child only sleeps)."""
+    """train (a real training run), or a kind registered through haares.kinds (the tests' sleep)."""
     method: Mapped[str] = mapped_column(String(64))
     """Method label of the first grid that enqueued it (grid_runs holds every grid's label)."""
     seed: Mapped[int] = mapped_column(Integer)
@@ -154,6 +154,8 @@ class Attempt(Base):
     error: Mapped[Optional[str]] = mapped_column(Text)
     log_path: Mapped[Optional[str]] = mapped_column(Text)
     start_step: Mapped[Optional[int]] = mapped_column(Integer)
+    """The checkpoint step the attempt resumes from: jobs.ckpt_step at the claim (0 when fresh or none),
+    corrected by the child's own `start` event (lease.record_start) where the files say otherwise."""
     end_step: Mapped[Optional[int]] = mapped_column(Integer)
     ckpt_dir: Mapped[Optional[str]] = mapped_column(Text)
     """Where this attempt wrote its checkpoints (on `host`) (v3)."""
@@ -195,6 +197,10 @@ class Worker(Base):
     started_at: Mapped[datetime] = mapped_column(DateTime)
     last_seen: Mapped[datetime] = mapped_column(DateTime)
     draining: Mapped[bool] = mapped_column(Boolean, default=False)
+    heartbeat_s: Mapped[Optional[float]] = mapped_column(Float)
+    """This worker's heartbeat interval (v4; None for a row written before: read as the default)."""
+    lease_ttl_s: Mapped[Optional[float]] = mapped_column(Float)
+    """This worker's lease TTL (v4): `status` colours its jobs' heartbeat ages against it."""
 
 
 class Event(Base):

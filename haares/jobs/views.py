@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from haares.jobs.db import db_now, read_tx
-from haares.jobs.schema import Attempt, GridRun, Job
+from haares.jobs.schema import Attempt, GridRun, Job, Worker
 
 NO_GRID = "-"
 """The grid key of jobs linked to no grid."""
@@ -24,7 +24,8 @@ def job_rows(*, engine: Engine, grid: str | None = None) -> list[dict[str, Any]]
     best_val_loss, last_val_loss, tokens_per_s, eta_s (seconds, running jobs with a measured rate),
     attempts (attempts run: every claim, whatever its end), retries_used (claims after a failure, which
     use the retry budget; preempted and lost attempts do not), max_retries, worker, gpu, heartbeat_age_s (seconds
-    since the last heartbeat, running jobs only), plus kind, priority, lost_count, cancel_requested and
+    since the last heartbeat, running jobs only), heartbeat_s and lease_ttl_s (those of the worker holding
+    the lease, as it registered them; None when not running or not recorded), plus kind, priority, lost_count, cancel_requested and
     error (the last error summary).
     Labels (cell, method, seed) are the given grid's, else those of the first grid that linked the job.
     """
@@ -41,6 +42,9 @@ def job_rows(*, engine: Engine, grid: str | None = None) -> list[dict[str, Any]]
         if grid is not None:
             runs_q = runs_q.where(Attempt.job_id.in_(sa.select(GridRun.job_id).where(GridRun.grid == grid)))
         attempts_run = dict(conn.execute(runs_q).all())
+        timing = {w.id: (w.heartbeat_s, w.lease_ttl_s) for w in conn.execute(
+            sa.select(Worker.id, Worker.heartbeat_s, Worker.lease_ttl_s)
+            .where(Worker.id.in_(sa.select(Job.lease_owner).where(Job.status == "running"))))}
         links: dict[int, list[Any]] = {}
         for link in conn.execute(links_q):
             links.setdefault(link.job_id, []).append(link)
@@ -53,6 +57,7 @@ def job_rows(*, engine: Engine, grid: str | None = None) -> list[dict[str, Any]]
         if running and job.steps_per_s and job.total_steps:
             eta = max(0.0, (job.total_steps - job.step) / job.steps_per_s)
         age = (now - job.heartbeat_at).total_seconds() if running and job.heartbeat_at else None
+        heartbeat_s, lease_ttl_s = timing.get(job.lease_owner, (None, None)) if running else (None, None)
         rows.append(
             {
                 "job_id": job.id, "run_key": job.run_key, "grids": [g.grid for g in mine],
@@ -64,7 +69,7 @@ def job_rows(*, engine: Engine, grid: str | None = None) -> list[dict[str, Any]]
                 # Job.attempts counts claims that used the budget; every one after the first is a retry.
                 "retries_used": max(0, job.attempts - 1),
                 "max_retries": max(0, job.max_attempts - 1), "worker": job.lease_owner if running else None,
-                "gpu": job.gpu, "heartbeat_age_s": age, "kind": job.kind, "priority": job.priority,
+                "gpu": job.gpu, "heartbeat_age_s": age, "heartbeat_s": heartbeat_s, "lease_ttl_s": lease_ttl_s, "kind": job.kind, "priority": job.priority,
                 "lost_count": job.lost_count, "cancel_requested": bool(job.cancel_requested),
                 "error": job.error_summary, "note": job.note,
             }
