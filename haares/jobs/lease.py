@@ -219,8 +219,8 @@ def record_eval(*, engine: Engine, lease: Lease, point: dict[str, Any]) -> bool:
     return run_write(engine, body)
 
 
-def set_attempt_device(*, engine: Engine, lease: Lease, device_name: str) -> bool:
-    """Record the device the child reported on the current attempt (fenced)."""
+def _update_attempt(engine: Engine, lease: Lease, **values: Any) -> bool:
+    """Set columns of the lease's current attempt, fenced: False (nothing written) once the lease is lost."""
 
     def body(conn: Connection) -> bool:
         if conn.execute(sa.select(Job.id).where(_fence(lease))).first() is None:
@@ -228,11 +228,16 @@ def set_attempt_device(*, engine: Engine, lease: Lease, device_name: str) -> boo
         conn.execute(
             sa.update(Attempt)
             .where(Attempt.job_id == lease.job_id, Attempt.lease_token == lease.token)
-            .values(device_name=device_name)
+            .values(**values)
         )
         return True
 
     return run_write(engine, body)
+
+
+def set_attempt_device(*, engine: Engine, lease: Lease, device_name: str) -> bool:
+    """Record the device the child reported on the current attempt (fenced)."""
+    return _update_attempt(engine, lease, device_name=device_name)
 
 
 def record_start(*, engine: Engine, lease: Lease, step: int) -> bool:
@@ -242,34 +247,12 @@ def record_start(*, engine: Engine, lease: Lease, step: int) -> bool:
     worker dies between the child writing a checkpoint and the worker recording it (or the newest file
     is unreadable and the child falls back to an older one): the child's own `start` event is the truth.
     """
-
-    def body(conn: Connection) -> bool:
-        if conn.execute(sa.select(Job.id).where(_fence(lease))).first() is None:
-            return False
-        conn.execute(
-            sa.update(Attempt)
-            .where(Attempt.job_id == lease.job_id, Attempt.lease_token == lease.token)
-            .values(start_step=step)
-        )
-        return True
-
-    return run_write(engine, body)
+    return _update_attempt(engine, lease, start_step=step)
 
 
 def set_attempt_log(*, engine: Engine, lease: Lease, log_path: str) -> bool:
     """Record where the current attempt's child writes its log (fenced)."""
-
-    def body(conn: Connection) -> bool:
-        if conn.execute(sa.select(Job.id).where(_fence(lease))).first() is None:
-            return False
-        conn.execute(
-            sa.update(Attempt)
-            .where(Attempt.job_id == lease.job_id, Attempt.lease_token == lease.token)
-            .values(log_path=log_path)
-        )
-        return True
-
-    return run_write(engine, body)
+    return _update_attempt(engine, lease, log_path=log_path)
 
 
 def finish(
