@@ -1,5 +1,6 @@
 """Muon (momentum, then a Newton-Schulz orthogonalised update) for 2-D weight matrices, and the
-optimizer that steps Muon and AdamW together. Which parameter goes where is train.param_groups'.
+optimizer that steps Muon and AdamW together, and the trainer's optimizer itself: AdamW groups by role
+(`param_groups`) and `make_optimizer`, which hands the Linear weights to Muon when asked.
 
 Muon as in modded-nanogpt and the parameter-golf records (docs/golf.md): Nesterov momentum 0.95,
 five quintic Newton-Schulz iterations, the update scaled by sqrt(max(1, rows / cols)).
@@ -11,6 +12,9 @@ from collections.abc import Iterable
 from typing import Any
 
 import torch
+from torch import nn
+
+from haares.config import TrainConfig
 
 # Quintic Newton-Schulz coefficients (a, b, c) of modded-nanogpt: chosen so that the map
 # s -> a s + b s^3 + c s^5 pushes every singular value in (0, 1] quickly towards ~1 (not exactly 1:
@@ -102,3 +106,70 @@ class MuonWithAdamW:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.adamw.load_state_dict(state["adamw"])
         self.muon.load_state_dict(state["muon"])
+
+
+# --- the trainer's optimizer ---------------------------------------------------------------------
+
+
+def param_groups(model: nn.Module, train_cfg: TrainConfig) -> list[dict[str, Any]]:
+    """AdamW groups by role (never by ndim), each parameter in exactly one group.
+
+    | group     | members                                           | weight decay          |
+    | linear    | weight of every nn.Linear outside model.residual  | train_cfg.weight_decay |
+    | embedding | model.embed.weight (tied with the output head)    | train_cfg.weight_decay |
+    | residual  | every parameter of model.residual (routers, gains, detail biases, scales) | 0 |
+    | other     | the rest: RMSNorm gains                           | 0                     |
+
+    Empty groups are left out. Each group carries a "name" key.
+    """
+    residual = getattr(model, "residual", None)
+    residual_ids = {id(p) for p in residual.parameters()} if residual is not None else set()
+    linear_ids = {
+        id(module.weight)
+        for module in model.modules()
+        if isinstance(module, nn.Linear) and id(module.weight) not in residual_ids
+    }
+    embed_id = id(model.embed.weight)
+    groups: dict[str, list[nn.Parameter]] = {"linear": [], "embedding": [], "residual": [], "other": []}
+    # named_parameters() yields a tied parameter once, so the shared head/embedding is not doubled.
+    for _name, param in model.named_parameters():
+        if id(param) in residual_ids:
+            groups["residual"].append(param)
+        elif id(param) == embed_id:
+            groups["embedding"].append(param)
+        elif id(param) in linear_ids:
+            groups["linear"].append(param)
+        else:
+            groups["other"].append(param)
+    decay = {"linear": train_cfg.weight_decay, "embedding": train_cfg.weight_decay}
+    return [
+        {"name": name, "params": params, "weight_decay": decay.get(name, 0.0)}
+        for name, params in groups.items()
+        if params
+    ]
+
+
+def make_optimizer(
+    model: nn.Module, train_cfg: TrainConfig, device: torch.device, *, capturable: bool = False
+) -> torch.optim.AdamW | MuonWithAdamW:
+    """AdamW over `param_groups`, constant lr, fused on CUDA; `capturable` for a CUDA-graph step.
+
+    With train_cfg.optimizer == "muon", the "linear" group (the 2-D backbone Linear weights, chosen
+    by role) goes to Muon (muon_lr, muon_momentum, muon_ns_steps, decay weight_decay) and the other
+    groups (embedding/head, norms, scheme parameters) stay on this same AdamW.
+    """
+    groups = param_groups(model, train_cfg)
+    muon_groups = [g for g in groups if g["name"] == "linear"] if train_cfg.optimizer == "muon" else []
+    adamw = torch.optim.AdamW(
+        [g for g in groups if g not in muon_groups],
+        lr=train_cfg.lr,
+        betas=(train_cfg.beta1, train_cfg.beta2),
+        eps=train_cfg.adam_eps,
+        fused=device.type == "cuda",
+        capturable=capturable,
+    )
+    if train_cfg.optimizer != "muon":
+        return adamw
+    muon = Muon(muon_groups, lr=train_cfg.muon_lr, momentum=train_cfg.muon_momentum,
+                ns_steps=train_cfg.muon_ns_steps, weight_decay=train_cfg.weight_decay)
+    return MuonWithAdamW(muon, adamw)

@@ -1,20 +1,19 @@
 """The training loop: the paper's protocol (product.md) as one plain function, `train()`.
 
-Owns the optimizer groups, evaluation on the fixed validation set, the loop with its clock, exact
-resume from checkpoints, stop requests (Preempted) and divergence (NonFiniteLoss). It knows nothing
-of the queue or the database: callers pass callbacks. Checkpoint files are checkpoint.py's, clocks
-and memory readings measure.py's.
+Owns evaluation on the fixed validation set, the loop with its clock, resume from checkpoints, stop
+requests (Preempted) and divergence (NonFiniteLoss). It knows nothing of the queue or the database:
+callers pass callbacks. What a run records and restores is train_records.py's, the optimizer
+optim.py's, the step step.py's, checkpoint files checkpoint.py's, clocks and memory measure.py's.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,81 +21,30 @@ import numpy as np
 import torch
 from torch import nn
 
-from haares.checkpoint import (
-    atomic_write_text,
-    load_latest_checkpoint,
-    rng_state,
-    save_checkpoint,
-    set_rng_state,
-)
-from haares.config import RunConfig, TrainConfig
+from haares.checkpoint import atomic_write_text, load_latest_checkpoint, save_checkpoint
+from haares.config import RunConfig
 from haares.errors import HaaresError
 from haares.fastpath import FastPath, apply_fast_path, autocast, matmul_precision, resolve_fast_path
 from haares.measure import TrainClock, code_version, device_name, peak_memory_bytes
-from haares.optim import Muon, MuonWithAdamW
+from haares.optim import make_optimizer, param_groups  # noqa: F401 (re-exported: the trainer's optimizer)
 from haares.step import TrainStep
+from haares.train_records import (  # noqa: F401 (EvalPoint, RunResult and the exceptions are train's API)
+    EvalPoint,
+    LossLog,
+    NonFiniteLoss,
+    Preempted,
+    RunResult,
+    State,
+    Window,
+    jsonl,
+    restore,
+    snapshot,
+    write_summary,
+)
 
 # On CUDA a loss is read back (a device sync) only every this many steps, unless something else
 # needs it sooner (progress, evaluation, a stop request); on the CPU it is read every step.
 CUDA_LOSS_SYNC_EVERY = 16
-
-
-class Preempted(Exception):
-    """Training stopped at a step boundary on request; a checkpoint of `step` was written first."""
-
-    def __init__(self, step: int) -> None:
-        self.step = step
-        super().__init__(f"stopped at step {step} on request; checkpoint written, resume to continue")
-
-
-class NonFiniteLoss(Exception):
-    """The loss became NaN or infinite: the run diverged (a terminal failure, not retried)."""
-
-    def __init__(self, step: int, value: float, *, split: str = "training") -> None:
-        self.step = step
-        self.value = value
-        super().__init__(f"non-finite {split} loss {value} at step {step}")
-
-
-@dataclass(frozen=True)
-class EvalPoint:
-    """One evaluation. Speeds cover the window since the previous evaluation, eval and checkpoint excluded."""
-
-    step: int
-    """Optimizer steps completed."""
-    tokens: int
-    """Training tokens consumed: step x batch_size x seq_len."""
-    train_seconds: float
-    """Training clock so far (s), across resumes; eval, checkpoint and compile warm-up excluded."""
-    val_loss: float
-    """Mean cross-entropy per validation token (nats)."""
-    val_ppl: float
-    """exp(val_loss)."""
-    val_bpb: float
-    """Bits per UTF-8 byte of the evaluated validation text."""
-    train_loss: float
-    """Mean training loss (nats) over the steps of the window."""
-    steps_per_s: float
-    tokens_per_s: float
-    peak_mem_bytes: int
-    """Peak device memory of this process (CUDA max allocated; peak RSS on the CPU)."""
-    device: str
-    grad_norm: float = math.nan
-    """Mean gradient norm before clipping over the steps of the window (NaN in evals written before it existed)."""
-
-
-@dataclass(frozen=True)
-class RunResult:
-    """What a finished run reports; evals include those made before any resume."""
-
-    best_val_loss: float
-    best_step: int
-    final_step: int
-    evals: list[EvalPoint]
-    batch_order_hash: str
-    device: str
-    summary: Path
-    """run_dir/summary.json."""
 
 
 @dataclass
@@ -111,73 +59,6 @@ class TrainCallbacks:
     """(step restored from a checkpoint, 0 for a fresh start); called once, before the first step."""
     progress_interval_s: float = 1.0
     """Minimum seconds between on_progress calls (0 = every step); the last step is always reported."""
-
-
-# --- optimizer ----------------------------------------------------------------------------------
-
-
-def param_groups(model: nn.Module, train_cfg: TrainConfig) -> list[dict[str, Any]]:
-    """AdamW groups by role (never by ndim), each parameter in exactly one group.
-
-    | group     | members                                           | weight decay          |
-    | linear    | weight of every nn.Linear outside model.residual  | train_cfg.weight_decay |
-    | embedding | model.embed.weight (tied with the output head)    | train_cfg.weight_decay |
-    | residual  | every parameter of model.residual (routers, gains, detail biases, scales) | 0 |
-    | other     | the rest: RMSNorm gains                           | 0                     |
-
-    Empty groups are left out. Each group carries a "name" key.
-    """
-    residual = getattr(model, "residual", None)
-    residual_ids = {id(p) for p in residual.parameters()} if residual is not None else set()
-    linear_ids = {
-        id(module.weight)
-        for module in model.modules()
-        if isinstance(module, nn.Linear) and id(module.weight) not in residual_ids
-    }
-    embed_id = id(model.embed.weight)
-    groups: dict[str, list[nn.Parameter]] = {"linear": [], "embedding": [], "residual": [], "other": []}
-    # named_parameters() yields a tied parameter once, so the shared head/embedding is not doubled.
-    for _name, param in model.named_parameters():
-        if id(param) in residual_ids:
-            groups["residual"].append(param)
-        elif id(param) == embed_id:
-            groups["embedding"].append(param)
-        elif id(param) in linear_ids:
-            groups["linear"].append(param)
-        else:
-            groups["other"].append(param)
-    decay = {"linear": train_cfg.weight_decay, "embedding": train_cfg.weight_decay}
-    return [
-        {"name": name, "params": params, "weight_decay": decay.get(name, 0.0)}
-        for name, params in groups.items()
-        if params
-    ]
-
-
-def make_optimizer(
-    model: nn.Module, train_cfg: TrainConfig, device: torch.device, *, capturable: bool = False
-) -> torch.optim.AdamW | MuonWithAdamW:
-    """AdamW over `param_groups`, constant lr, fused on CUDA; `capturable` for a CUDA-graph step.
-
-    With train_cfg.optimizer == "muon", the "linear" group (the 2-D backbone Linear weights, chosen
-    by role) goes to Muon (muon_lr, muon_momentum, muon_ns_steps, decay weight_decay) and the other
-    groups (embedding/head, norms, scheme parameters) stay on this same AdamW.
-    """
-    groups = param_groups(model, train_cfg)
-    muon_groups = [g for g in groups if g["name"] == "linear"] if train_cfg.optimizer == "muon" else []
-    adamw = torch.optim.AdamW(
-        [g for g in groups if g not in muon_groups],
-        lr=train_cfg.lr,
-        betas=(train_cfg.beta1, train_cfg.beta2),
-        eps=train_cfg.adam_eps,
-        fused=device.type == "cuda",
-        capturable=capturable,
-    )
-    if train_cfg.optimizer != "muon":
-        return adamw
-    muon = Muon(muon_groups, lr=train_cfg.muon_lr, momentum=train_cfg.muon_momentum,
-                ns_steps=train_cfg.muon_ns_steps, weight_decay=train_cfg.weight_decay)
-    return MuonWithAdamW(muon, adamw)
 
 
 # --- steps and evaluation -------------------------------------------------------------------------
@@ -249,61 +130,6 @@ def install_sigterm_handler() -> StopFlag:
 
 
 @dataclass
-class _Window:
-    """Accumulators since the previous evaluation (saved in checkpoints, so resumes keep them exact)."""
-
-    start_seconds: float = 0.0
-    timed_steps: int = 0
-    loss_sum: float = 0.0
-    loss_count: int = 0
-    # Counted apart from losses: a checkpoint written before grad norms existed restores without them.
-    grad_norm_sum: float = 0.0
-    grad_norm_count: int = 0
-
-
-@dataclass
-class _State:
-    """Everything besides model and optimizer that a checkpoint must restore."""
-
-    step: int = 0
-    best_val_loss: float = math.inf
-    best_step: int = -1
-    evals: list[EvalPoint] = field(default_factory=list)
-    train_seconds: float = 0.0
-    warmup_seconds: float = 0.0
-    window: _Window = field(default_factory=_Window)
-
-
-class _LossLog:
-    """Training losses and gradient norms left on the device until read in one sync.
-
-    Raises NonFiniteLoss naming the step of the first non-finite loss.
-    """
-
-    def __init__(self) -> None:
-        self.pending: list[tuple[int, torch.Tensor, torch.Tensor]] = []
-        self.last = math.nan
-
-    def add(self, step: int, loss: torch.Tensor, grad_norm: torch.Tensor) -> None:
-        self.pending.append((step, loss, grad_norm))
-
-    def flush(self, window: _Window) -> None:
-        if not self.pending:
-            return
-        values = torch.stack([torch.stack((loss.float(), norm.float())) for _, loss, norm in self.pending]).tolist()
-        steps = [step for step, _, _ in self.pending]
-        self.pending = []
-        for step, (value, norm) in zip(steps, values, strict=True):
-            if not math.isfinite(value):
-                raise NonFiniteLoss(step, value)
-            window.loss_sum += value
-            window.grad_norm_sum += norm
-            window.grad_norm_count += 1
-            window.loss_count += 1
-            self.last = value
-
-
-@dataclass
 class _Session:
     """One train() call's objects, built by `_open_session` (data, model, optimizer, step, state)."""
 
@@ -317,7 +143,7 @@ class _Session:
     model: nn.Module
     optimizer: torch.optim.Optimizer
     step_fn: TrainStep
-    state: _State
+    state: State
     identity: dict[str, str]
     device_name: str
     code: dict[str, Any]
@@ -325,14 +151,14 @@ class _Session:
     def checkpoint(self, step: int, clock: TrainClock, callbacks: TrainCallbacks) -> None:
         self.state.step = step
         self.state.train_seconds = clock.total
-        snap = _snapshot(self.state, self.model, self.optimizer, self.device, self.cfg, self.identity)
+        snap = snapshot(self.state, self.model, self.optimizer, self.device, self.cfg, self.identity)
         path = save_checkpoint(self.run_dir / "checkpoints", step=step, state=snap)
         self.write_summary(complete=False)
         if callbacks.on_checkpoint:
             callbacks.on_checkpoint(step, path)
 
     def write_summary(self, *, complete: bool) -> Path:
-        return _write_summary(self.run_dir, self.cfg, self.state, self.identity, self.device_name,
+        return write_summary(self.run_dir, self.cfg, self.state, self.identity, self.device_name,
                               code=self.code, fast=self.fast, complete=complete)
 
 
@@ -392,16 +218,16 @@ def _open_session(cfg: RunConfig, dev: torch.device, fast: FastPath, run_dir: Pa
     optimizer = make_optimizer(model, cfg.train, dev, capturable=fast.cuda_graph)
     identity = {"run_key": cfg.run_key(), "data_fingerprint": str(data.fingerprint),
                 "batch_order_hash": batches.order_hash(cfg.train.steps)}
-    state = _State()
+    state = State()
     if resume:
         loaded = load_latest_checkpoint(ckpt_dir)
         if loaded is not None:
-            state = _restore(loaded, model=model, optimizer=optimizer, device=dev, identity=identity)
+            state = restore(loaded, model=model, optimizer=optimizer, device=dev, identity=identity)
     else:
         for stale in ckpt_dir.glob("*.ckpt"):
             stale.unlink()
     # evals.jsonl holds exactly the evaluations up to the restored step (drops those a crash repeated).
-    atomic_write_text(run_dir / "evals.jsonl", "".join(_jsonl(asdict(p)) for p in state.evals))
+    atomic_write_text(run_dir / "evals.jsonl", "".join(jsonl(asdict(p)) for p in state.evals))
     # After the restore: a captured graph holds the very parameter and optimizer-state tensors.
     apply_fast_path(model, fast)
     step_fn = TrainStep(model, optimizer, grad_clip=cfg.train.grad_clip, precision=cfg.train.precision,
@@ -416,7 +242,7 @@ def _loop(run: _Session, callbacks: TrainCallbacks, should_stop: Callable[[], bo
     """Step until cfg.train.steps, evaluating and checkpointing every eval_every steps."""
     cfg, state, dev = run.cfg, run.state, run.device
     clock = TrainClock(dev, total=state.train_seconds)
-    losses = _LossLog()
+    losses = LossLog()
     sync_every = 1 if dev.type != "cuda" else CUDA_LOSS_SYNC_EVERY
     last_ckpt_step = state.step if state.step > 0 else -1
     last_progress = -math.inf
@@ -488,12 +314,12 @@ def _record_eval(run: _Session, step: int, train_seconds: float, callbacks: Trai
     if point.val_loss < state.best_val_loss:
         state.best_val_loss, state.best_step = point.val_loss, step
     with open(run.run_dir / "evals.jsonl", "a", encoding="utf-8") as handle:
-        handle.write(_jsonl(asdict(point)))
+        handle.write(jsonl(asdict(point)))
     # on_eval before the checkpoint: a crash in between repeats the eval (at least once),
     # rather than losing it (at most once); consumers key evals by step.
     if callbacks.on_eval:
         callbacks.on_eval(point)
-    state.window = _Window(start_seconds=train_seconds)
+    state.window = Window(start_seconds=train_seconds)
 
 
 # --- helpers -----------------------------------------------------------------------------------
@@ -539,7 +365,7 @@ def _evaluate_point(
     eval_batches: list[tuple[torch.Tensor, torch.Tensor]],
     n_bytes: int,
     cfg: RunConfig,
-    state: _State,
+    state: State,
     train_seconds: float,
     step: int,
     device: torch.device,
@@ -566,94 +392,4 @@ def _evaluate_point(
         device=name,
     )
 
-
-def _snapshot(
-    state: _State,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    device: torch.device,
-    cfg: RunConfig,
-    identity: dict[str, str],
-) -> dict[str, Any]:
-    return {
-        "format": 1,
-        **identity,
-        "config": cfg.to_dict(),
-        "step": state.step,
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "rng": rng_state(device),
-        "best_val_loss": state.best_val_loss,
-        "best_step": state.best_step,
-        "evals": [asdict(p) for p in state.evals],
-        "train_seconds": state.train_seconds,
-        "warmup_seconds": state.warmup_seconds,
-        "window": asdict(state.window),
-    }
-
-
-def _restore(
-    loaded: tuple[Path, dict[str, Any]],
-    *,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    device: torch.device,
-    identity: dict[str, str],
-) -> _State:
-    path, snap = loaded
-    for key, expected in identity.items():
-        if snap.get(key) != expected:
-            raise HaaresError(
-                f"checkpoint {path} has {key}={snap.get(key)!r} but this run has {expected!r}; "
-                f"train in another run dir or start over with --fresh (resume=False)"
-            )
-    model.load_state_dict(snap["model"])
-    optimizer.load_state_dict(snap["optimizer"])
-    set_rng_state(snap["rng"], device)
-    return _State(
-        step=int(snap["step"]),
-        best_val_loss=float(snap["best_val_loss"]),
-        best_step=int(snap["best_step"]),
-        evals=[EvalPoint(**p) for p in snap["evals"]],
-        train_seconds=float(snap["train_seconds"]),
-        warmup_seconds=float(snap["warmup_seconds"]),
-        window=_Window(**snap["window"]),
-    )
-
-
-def _write_summary(
-    run_dir: Path,
-    cfg: RunConfig,
-    state: _State,
-    identity: dict[str, str],
-    device: str,
-    *,
-    code: dict[str, Any],
-    fast: FastPath,
-    complete: bool,
-) -> Path:
-    """run_dir/summary.json: config, provenance, pairing hash and the best result so far."""
-    path = run_dir / "summary.json"
-    summary = {
-        **identity,
-        "config": cfg.to_dict(),
-        "code": code,
-        "torch": torch.__version__,
-        "device": device,
-        "best_val_loss": state.best_val_loss if state.evals else None,
-        "best_step": state.best_step if state.evals else None,
-        "final_step": state.step,
-        "total_steps": cfg.train.steps,
-        "fast_path": fast.to_dict(),
-        "complete": complete,
-        "train_seconds": state.train_seconds,
-        "warmup_seconds": state.warmup_seconds,
-        "n_evals": len(state.evals),
-    }
-    atomic_write_text(path, json.dumps(summary, indent=2, sort_keys=True) + "\n")
-    return path
-
-
-def _jsonl(record: dict[str, Any]) -> str:
-    return json.dumps(record, sort_keys=True) + "\n"
 
