@@ -34,6 +34,9 @@ def _drain(url: str, name: str, barrier, results) -> None:
             if lease is None:
                 break
             claimed.append(lease.job_id)
+            # The work a job does between its claim and its finish: without it one process can drain
+            # the whole queue before the others are scheduled on a loaded 2-core machine.
+            time.sleep(0.002)
             if not finish(engine=engine, lease=lease, outcome="succeeded"):
                 errors.append(f"fenced out of job {lease.job_id}")
         except Exception as exc:  # noqa: BLE001 - every error is a finding, reported to the parent
