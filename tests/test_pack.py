@@ -40,9 +40,9 @@ def test_preempted_queue_travels_without_checkpoints_and_finishes_in_a_fresh_hom
     first, second = tmp_path / "alloc1", tmp_path / "alloc2"
     engine = _engine(first)
     enqueue_runs(engine=engine, grid="smoke", runs=tiny_runs(**{"train.steps": STEPS, "train.eval_every": EVERY})[:3])
-    # Sized so that on a loaded 2-core machine each run has checkpointed (step >= EVERY) by the limit, and
-    # on an idle one has not finished; runs that did finish travel as succeeded and are not rerun.
-    out = _haares(first, "worker", *FAST, "--slots", "3", "--time-limit", "45s", "--checkpoint-margin", "10")
+    # Sized so that a run is preempted mid-run both on an idle 2-core machine (where the three runs take
+    # about 26 s, past the 20 s usable) and on a loaded one (some steps done after the children's start-up).
+    out = _haares(first, "worker", *FAST, "--slots", "3", "--time-limit", "30s", "--checkpoint-margin", "10")
     assert "stopped by time limit; 3 claimed:" in out.stdout
     states = rows(engine, "SELECT id, status, attempts FROM jobs")
     assert all((s, a) in (("queued", 0), ("succeeded", 1)) for _, s, a in states), states  # no retry spent
