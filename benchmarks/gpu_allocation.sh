@@ -5,19 +5,33 @@
 #   first:  slots_check one slot then four; the smoke grid, the shakespeare_lr sweep and
 #           fastpath_check side by side; then the learning rate is chosen (lowest mean best val loss of Standard and HAARES
 #           at 500 steps) and shakespeare (48L cell first, then 24L, 12L) and shakespeare_ablations go in.
-#   always: `haares worker --slots 8` until DEADLINE seconds into the allocation, then SIGTERM: running
-#           jobs checkpoint and go back to the queue as preempted (no retry spent); then `haares pack`
-#           writes OUTDIR/state.tgz (and the worker logs OUTDIR/logs.tgz).
-# Usage on the device machine: bash benchmarks/gpu_allocation.sh OUTDIR DEADLINE_S
+#   always: CUDA MPS is started when the machine has it (so that --slots children run kernels side by
+#           side instead of time-slicing the GPU); `haares worker --slots SLOTS --time-limit` until
+#           DEADLINE seconds into the allocation: it claims only runs that its estimate says can finish,
+#           and at the margin running jobs checkpoint and go back to the queue as preempted (no retry
+#           spent); then `haares pack` writes OUTDIR/state.tgz, the Inductor cache OUTDIR/inductor.tgz
+#           (carried back as state/inductor.tgz, it saves the next allocation's cold compiles) and the
+#           logs OUTDIR/logs.tgz.
+# Usage on the device machine: bash benchmarks/gpu_allocation.sh OUTDIR DEADLINE_S [SLOTS]
 set -u
-OUT=${1:?outdir}; DEADLINE=${2:-540}
+OUT=${1:?outdir}; DEADLINE=${2:-540}; SLOTS=${3:-4}
 export PYTHONUNBUFFERED=1 HAARES_HOME=/tmp/hh HAARES_DB=sqlite:////tmp/hh/queue.db
+export TORCHINDUCTOR_CACHE_DIR=/tmp/inductor CUDA_MPS_PIPE_DIRECTORY=/tmp/mps CUDA_MPS_LOG_DIRECTORY=/tmp/mps-log
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD
 H="python3 -m haares.cli.app"
 mkdir -p /tmp/hh /tmp/logs
 if [ -f state/state.tgz ]; then $H unpack state/state.tgz; tar xzf state/logs.tgz -C /tmp; fi
-n=$(ls /tmp/logs | wc -l)
+if [ -f state/inductor.tgz ]; then tar xzf state/inductor.tgz -C /tmp; fi
+n=$(ls /tmp/logs | grep -c '^worker-drain')
+mkdir -p /tmp/mps /tmp/mps-log
+if command -v nvidia-cuda-mps-control >/dev/null && nvidia-cuda-mps-control -d \
+   && timeout 60 python3 -c "import torch; assert torch.ones(1, device='cuda').item() == 1"; then
+  echo "CUDA MPS on"
+else
+  echo "CUDA MPS not available: the slots time-slice the GPU"; echo quit | nvidia-cuda-mps-control 2>/dev/null
+fi
+nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv -l 5 > "/tmp/logs/smi-$n.csv" &
 if [ ! -f /tmp/hh/queue.db ]; then
   $H enqueue --grid slots_check --priority 9
   $H worker --gpu 0 --slots 1 --max-jobs 1 > /tmp/logs/worker-slots1.log 2>&1; echo "one slot done after ${SECONDS}s"
@@ -32,13 +46,11 @@ if [ ! -f /tmp/hh/queue.db ]; then
   python3 benchmarks/enqueue_shakespeare.py "$LR" >> /tmp/logs/lr.txt
 fi
 left=$((DEADLINE - SECONDS))
-echo "draining for ${left}s"
-# The drain ends with SIGTERM at the deadline (the worker preempts cleanly: checkpoint, back to queued,
-# no retry spent) rather than --time-limit: its claim estimate (attempt wall time over steps, start-up
-# included, x1.25) from 500-step runs refuses the 2,000-step runs that would in fact fit.
-timeout -s TERM "$left" $H worker --gpu 0 --slots 8 > "/tmp/logs/worker-drain-$n.log" 2>&1
+echo "draining for ${left}s on $SLOTS slots"
+$H worker --gpu 0 --slots "$SLOTS" --time-limit "${left}s" > "/tmp/logs/worker-drain-$n.log" 2>&1
 echo "drain stopped after ${SECONDS}s"
 $H status > "/tmp/logs/status-$n.txt" 2>&1
 $H pack "$OUT/state.tgz"
 tar czf "$OUT/logs.tgz" -C /tmp logs
+tar czf "$OUT/inductor.tgz" -C /tmp inductor
 ls -la "$OUT"; tail -4 "/tmp/logs/status-$n.txt"

@@ -19,8 +19,10 @@ SAFETY = 1.25
 """Estimates are the slowest measured seconds per step times this factor..."""
 STARTUP_S = 15.0
 """...plus this much for the child's start (interpreter, torch import, data, first step)."""
-HISTORY = 10
-"""Attempts per config shape that the rate is taken from (the most recent ones)."""
+HISTORY = 3
+"""Attempts per config shape that the rate is taken from (the most recent ones). Few, because the rate
+depends on conditions that change between allocations (GPU, --slots, CUDA MPS, a warm compile cache):
+the slowest of many old attempts refused runs that in fact fit."""
 CANDIDATES = 200
 """Queued jobs looked at per claim round, in claim order."""
 # Config fields that do not change how long a step takes: runs that differ only here share a rate.
