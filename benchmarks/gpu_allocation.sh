@@ -10,7 +10,7 @@
 #           DEADLINE seconds into the allocation: it claims only runs that its estimate says can finish,
 #           and at the margin running jobs checkpoint and go back to the queue as preempted (no retry
 #           spent); then `haares pack` writes OUTDIR/state.tgz, the Inductor cache OUTDIR/inductor.tgz
-#           (carried back as state/inductor.tgz, it saves the next allocation's cold compiles) and the
+#           (in 15 MB parts, carried back as state/inductor.tgz.*, it saves the next allocation's cold compiles) and the
 #           logs OUTDIR/logs.tgz.
 # Usage on the device machine: bash benchmarks/gpu_allocation.sh OUTDIR DEADLINE_S [SLOTS]
 set -u
@@ -22,7 +22,7 @@ export PYTHONPATH=/tmp/site:$PWD
 H="python3 -m haares.cli.app"
 mkdir -p /tmp/hh /tmp/logs
 if [ -f state/state.tgz ]; then $H unpack state/state.tgz; tar xzf state/logs.tgz -C /tmp; fi
-if [ -f state/inductor.tgz ]; then tar xzf state/inductor.tgz -C /tmp; fi
+if ls state/inductor.tgz.* >/dev/null 2>&1; then cat state/inductor.tgz.* | tar xz -C /tmp; fi
 n=$(ls /tmp/logs | grep -c '^worker-drain')
 mkdir -p /tmp/mps /tmp/mps-log
 if command -v nvidia-cuda-mps-control >/dev/null && nvidia-cuda-mps-control -d \
@@ -31,7 +31,8 @@ if command -v nvidia-cuda-mps-control >/dev/null && nvidia-cuda-mps-control -d \
 else
   echo "CUDA MPS not available: the slots time-slice the GPU"; echo quit | nvidia-cuda-mps-control 2>/dev/null
 fi
-nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv -l 5 > "/tmp/logs/smi-$n.csv" &
+nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv -l 5 > "/tmp/logs/smi-$n.csv" 2>&1 &
+smi=$!
 if [ ! -f /tmp/hh/queue.db ]; then
   $H enqueue --grid slots_check --priority 9
   $H worker --gpu 0 --slots 1 --max-jobs 1 > /tmp/logs/worker-slots1.log 2>&1; echo "one slot done after ${SECONDS}s"
@@ -47,10 +48,12 @@ if [ ! -f /tmp/hh/queue.db ]; then
 fi
 left=$((DEADLINE - SECONDS))
 echo "draining for ${left}s on $SLOTS slots"
-$H worker --gpu 0 --slots "$SLOTS" --time-limit "${left}s" > "/tmp/logs/worker-drain-$n.log" 2>&1
-echo "drain stopped after ${SECONDS}s"
+# --claim-fraction 0.2: a run of a shape with no timing yet (a 12-layer run, say) is still claimed until
+# 80% of the limit has gone; the margin preempts it cleanly if the guess was wrong.
+$H worker --gpu 0 --slots "$SLOTS" --time-limit "${left}s" --claim-fraction 0.2 > "/tmp/logs/worker-drain-$n.log" 2>&1
+echo "drain stopped after ${SECONDS}s"; kill $smi
 $H status > "/tmp/logs/status-$n.txt" 2>&1
 $H pack "$OUT/state.tgz"
 tar czf "$OUT/logs.tgz" -C /tmp logs
-tar czf "$OUT/inductor.tgz" -C /tmp inductor
+tar cz -C /tmp inductor | split -b 15M - "$OUT/inductor.tgz."   # files come back at most 16 MiB each
 ls -la "$OUT"; tail -4 "/tmp/logs/status-$n.txt"
