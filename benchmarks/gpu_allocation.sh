@@ -13,6 +13,9 @@
 #           (in 15 MB parts, carried back as state/inductor.tgz.*, it saves the next allocation's cold compiles) and the
 #           logs OUTDIR/logs.tgz.
 # Usage on the device machine: bash benchmarks/gpu_allocation.sh OUTDIR DEADLINE_S [SLOTS]
+#   HOLD="grid ..." holds those grids' queued jobs for this allocation (`haares hold --grid`);
+#   STOP=term ends the drain with SIGTERM at the deadline instead of --time-limit's claim rule (the
+#   jobs preempt just as cleanly; runs cut there start over in the next allocation).
 set -u
 OUT=${1:?outdir}; DEADLINE=${2:-540}; SLOTS=${3:-4}
 export PYTHONUNBUFFERED=1 HAARES_HOME=/tmp/hh HAARES_DB=sqlite:////tmp/hh/queue.db
@@ -21,11 +24,12 @@ python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .
 export PYTHONPATH=/tmp/site:$PWD
 H="python3 -m haares.cli.app"
 mkdir -p /tmp/hh /tmp/logs
-if [ -f state/state.tgz ]; then $H unpack state/state.tgz; tar xzf state/logs.tgz -C /tmp; fi
+# A machine still warm from the previous call keeps /tmp: then its queue is the one just packed.
+if [ -f state/state.tgz ] && [ ! -f /tmp/hh/queue.db ]; then $H unpack state/state.tgz; tar xzf state/logs.tgz -C /tmp; fi
 if ls state/inductor.tgz.* >/dev/null 2>&1; then cat state/inductor.tgz.* | tar xz -C /tmp; fi
 n=$(ls /tmp/logs | grep -c '^worker-drain')
 mkdir -p /tmp/mps /tmp/mps-log
-if command -v nvidia-cuda-mps-control >/dev/null && nvidia-cuda-mps-control -d \
+if command -v nvidia-cuda-mps-control >/dev/null && { nvidia-cuda-mps-control -d 2>/dev/null; true; } \
    && timeout 60 python3 -c "import torch; assert torch.ones(1, device='cuda').item() == 1"; then
   echo "CUDA MPS on"
 else
@@ -46,12 +50,18 @@ if [ ! -f /tmp/hh/queue.db ]; then
   LR=$(tail -1 /tmp/logs/lr.txt)
   python3 benchmarks/enqueue_shakespeare.py "$LR" >> /tmp/logs/lr.txt
 fi
+for grid in ${HOLD:-}; do $H hold --grid "$grid"; done
 left=$((DEADLINE - SECONDS))
 echo "draining for ${left}s on $SLOTS slots"
 # --claim-fraction 0.2: a run of a shape with no timing yet (a 12-layer run, say) is still claimed until
 # 80% of the limit has gone; the margin preempts it cleanly if the guess was wrong.
-$H worker --gpu 0 --slots "$SLOTS" --time-limit "${left}s" --claim-fraction 0.2 > "/tmp/logs/worker-drain-$n.log" 2>&1
+if [ "${STOP:-}" = term ]; then
+  timeout -s TERM "$left" $H worker --gpu 0 --slots "$SLOTS" > "/tmp/logs/worker-drain-$n.log" 2>&1
+else
+  $H worker --gpu 0 --slots "$SLOTS" --time-limit "${left}s" --claim-fraction 0.2 > "/tmp/logs/worker-drain-$n.log" 2>&1
+fi
 echo "drain stopped after ${SECONDS}s"; kill $smi
+for grid in ${HOLD:-}; do $H release --grid "$grid"; done
 $H status > "/tmp/logs/status-$n.txt" 2>&1
 $H pack "$OUT/state.tgz"
 tar czf "$OUT/logs.tgz" -C /tmp logs
