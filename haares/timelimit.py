@@ -19,10 +19,8 @@ SAFETY = 1.25
 """Estimates are the slowest measured seconds per step times this factor..."""
 STARTUP_S = 15.0
 """...plus this much for the child's start (interpreter, torch import, data, first step)."""
-HISTORY = 3
-"""Attempts per config shape that the rate is taken from (the most recent ones). Few, because the rate
-depends on conditions that change between allocations (GPU, --slots, CUDA MPS, a warm compile cache):
-the slowest of many old attempts refused runs that in fact fit."""
+HISTORY = 10
+"""Attempts per config shape that the rate is taken from (the most recent ones)."""
 CANDIDATES = 200
 """Queued jobs looked at per claim round, in claim order."""
 # Config fields that do not change how long a step takes: runs that differ only here share a rate.
@@ -139,19 +137,21 @@ def checkpoint_step(run_dir: Path) -> int:
     return max(steps, default=0)
 
 
-def seconds_per_step_by_shape(conn: Any) -> dict[str, float]:
-    """Slowest seconds per step among the HISTORY most recent finished attempts of each config shape."""
+def seconds_per_step_by_shape(conn: Any, worker: str | None = None) -> dict[str, float]:
+    """Slowest seconds per step among the HISTORY most recent finished attempts of each config shape
+    (of `worker`'s own attempts when given)."""
     import sqlalchemy as sa
 
     from haares.jobs.schema import Attempt, Job
 
-    rows = conn.execute(
+    query = (
         sa.select(Job.config_json, Attempt.started_at, Attempt.ended_at, Attempt.start_step, Attempt.end_step)
         .join(Job, Job.id == Attempt.job_id)
         .where(Job.kind == "train", Attempt.outcome.in_(("succeeded", "preempted")),
                Attempt.ended_at.is_not(None), Attempt.end_step > sa.func.coalesce(Attempt.start_step, 0))
         .order_by(Attempt.ended_at.desc())
-    ).all()
+    )
+    rows = conn.execute(query if worker is None else query.where(Attempt.worker == worker)).all()
     seen: dict[str, list[float]] = {}
     for row in rows:
         key = shape_key(json.loads(row.config_json))
@@ -162,11 +162,15 @@ def seconds_per_step_by_shape(conn: Any) -> dict[str, float]:
     return {key: max(rates) for key, rates in seen.items()}
 
 
-def claimable_ids(*, engine: Any, deadline: Deadline, kinds: tuple[str, ...], runs_dir: Path) -> tuple[list[int], int]:
+def claimable_ids(*, engine: Any, deadline: Deadline, kinds: tuple[str, ...], runs_dir: Path,
+                  worker: str | None = None) -> tuple[list[int], int]:
     """(ids of queued jobs that fit before the deadline, in claim order; how many queued jobs do not fit).
 
     A training job's remaining steps count from its newest checkpoint on this machine, not from the step
-    it last reported: a checkpoint that did not travel with the queue means starting over.
+    it last reported: a checkpoint that did not travel with the queue means starting over. Given
+    `worker`, only that worker's own attempts time a shape: a rate depends on the conditions it was
+    measured under (GPU, the --slots sharing it, CUDA MPS, a warm compile cache), and rates from an
+    earlier allocation with ten children time-slicing one GPU refused runs that took a minute here.
     """
     import sqlalchemy as sa
 
@@ -180,7 +184,7 @@ def claimable_ids(*, engine: Any, deadline: Deadline, kinds: tuple[str, ...], ru
             .order_by(Job.priority.desc(), Job.pair_index, Job.method_index, Job.id)
             .limit(CANDIDATES)
         ).all()
-        rates = seconds_per_step_by_shape(conn) if any(j.kind == "train" for j in queued) else {}
+        rates = seconds_per_step_by_shape(conn, worker) if any(j.kind == "train" for j in queued) else {}
     fits: list[int] = []
     for job in queued:
         config = json.loads(job.config_json)

@@ -230,7 +230,7 @@ class Worker:
         from haares.timelimit import claimable_ids
 
         ids, unfit = claimable_ids(engine=self.engine, deadline=self.deadline, kinds=self.kinds,
-                                   runs_dir=runs_dir())
+                                   runs_dir=runs_dir(), worker=self.worker_id)
         if unfit and not ids and not self._unfit_announced:
             self._unfit_announced = True
             self.reporter.message(f"time limit: {unfit} queued job(s) cannot finish in the "

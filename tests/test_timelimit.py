@@ -96,6 +96,29 @@ def test_claimable_ids_use_the_history_of_the_same_shape_and_local_checkpoints(s
     engine.dispose()
 
 
+def test_a_worker_times_shapes_by_its_own_attempts_only(sqlite_url, tmp_path, monkeypatch):
+    """Another worker's slow attempt (another allocation, other slots) does not refuse a job: without an
+    attempt of its own the worker treats the shape as unknown (claimed while more than half remains)."""
+    t0 = datetime(2030, 1, 1)
+    clock = {"now": t0}
+    monkeypatch.setattr(db, "clock", lambda: clock["now"])
+    engine = make_engine(sqlite_url)
+    specs = tiny_runs(**{"train.steps": 40})
+    enqueue_runs(engine=engine, grid="smoke", runs=[specs[0], specs[3]])
+    lease = claim(engine=engine, worker_id="old", host="h", pid=1, pid_start=None, gpu="0", lease_ttl_s=600)
+    clock["now"] = t0 + timedelta(seconds=400)  # 10 s/step: 515 s predicted for its twin
+    assert finish(engine=engine, lease=lease, outcome="succeeded", result={}, end_step=40)
+    twin_id = rows(engine, "SELECT id FROM jobs WHERE status = 'queued'")[0][0]
+
+    def fits(worker: str | None) -> list[int]:
+        return claimable_ids(engine=engine, deadline=Deadline(100, 10, 0.5), kinds=("train",),
+                             runs_dir=tmp_path / "runs", worker=worker)[0]
+
+    assert fits("old") == [] and fits(None) == []
+    assert fits("new") == [twin_id]
+    engine.dispose()
+
+
 @pytest.mark.slow
 def test_worker_skips_jobs_that_cannot_finish_and_exits_zero(sqlite_url, tmp_path, home):
     engine = make_engine(sqlite_url)
