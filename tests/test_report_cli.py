@@ -107,6 +107,24 @@ def test_plot_writes_a_png(sqlite_url, tmp_path):
     assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_plot_diff_writes_the_paired_differences_beside_the_curves(sqlite_url, tmp_path, monkeypatch):
+    """--plot-diff draws each method minus the grid's baseline (Block AttnRes for smoke), per seed."""
+    from haares.results import plot
+
+    drawn = []
+    original = plot.plot_paired_differences
+    monkeypatch.setattr(plot, "plot_paired_differences",
+                        lambda evals, path, **kw: drawn.append(kw) or original(evals, path, **kw))
+    build_grid_db(sqlite_url, "smoke", SMOKE)
+    curves, diffs = tmp_path / "curves.png", tmp_path / "diff.png"
+    result = CliRunner().invoke(app, ["report", "--table", "4", "--grid", "smoke", "--plot", str(curves),
+                                      "--plot-diff", str(diffs), "--db", sqlite_url])
+    assert result.exit_code == 0, result.output
+    assert curves.read_bytes()[:8] == diffs.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [kw["baseline"] for kw in drawn] == ["block_attnres"]
+    assert "block_attnres" in drawn[0]["methods"] and len(drawn[0]["methods"]) == 3
+
+
 def test_empty_database_is_not_left_with_runs(cli, sqlite_url):
     make_engine(sqlite_url).dispose()
     code, _, err = cli("report", "--table", "12", "--db", sqlite_url)
