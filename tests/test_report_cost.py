@@ -77,3 +77,26 @@ def test_table11_throughput_memory_and_overheads(table11):
     assert frame.loc["large (d=768)", "Steps/s"] == "1.00 / running @ step 1200"
     assert frame.loc["large (d=768)", "Time +%"] == "—"
     assert frame.loc["small (d=128)", "paper mem / time +%"] == "33 / —"
+
+
+def test_table11_of_a_grid_with_more_schemes_lists_each_ones_cost(sqlite_url):
+    """The shakespeare grid also has Standard: a second section gives every method's own cost per cell,
+    training seconds per run = the last eval's train_seconds (2000 steps / steps per second here)."""
+    def run(steps_per_s, mem_gb, **kw):
+        return {"evals": [(1000, 3.1), (2000, 3.0)], "steps_per_s": steps_per_s, "tokens_per_s": steps_per_s * 8192,
+                "peak_mem_bytes": int(mem_gb * 1e9), "device": "NVIDIA H200", **kw}
+
+    results = {("12L", "standard", 42): run(100.0, 1.0), ("12L", "block_attnres", 42): run(80.0, 1.5),
+               ("12L", "haares", 42): run(50.0, 2.0), ("24L", "haares", 42): run(20.0, 3.0, status="queued", step=0)}
+    engine = build_grid_db(sqlite_url, "shakespeare", results)
+    built = reports.build_report(engine, 11, GRIDS["shakespeare"], with_paper=False)
+    every = next(s for s in built.sections if s.title == "every method").frame
+    assert list(every.index) == ["12L Standard Residual", "12L Block AttnRes", "12L HAARES", "24L HAARES"]
+    assert every.loc["12L Standard Residual"].tolist() == ["1", "20.0", "100.00", "819.2", "1.00"]
+    assert every.loc["12L HAARES", "Train s / run"] == "40.0"
+    assert every.loc["24L HAARES", "Runs done"] == "0" and every.loc["24L HAARES", "Steps/s"] == "—"
+    engine.dispose()
+
+
+def test_table11_of_the_cost_grid_has_no_every_method_section(table11):
+    assert [s.title for s in table11.sections] == [""]

@@ -258,7 +258,8 @@ def throughput(summary: pd.DataFrame, evals: pd.DataFrame) -> pd.DataFrame:
     """Measured cost per (cell, method), over the complete runs of every seed.
 
     Columns: cell, method, steps_per_s and tokens_per_s (mean of the evals' window rates), peak_mem_gb
-    (max of peak_mem_bytes / 1e9), device (distinct devices, comma-joined), n_runs (complete runs),
+    (max of peak_mem_bytes / 1e9), train_s (training seconds of a run, the last eval's train_seconds,
+    mean over runs), device (distinct devices, comma-joined), n_runs (complete runs),
     d_model, d_ff, n_layers, blocks (from the config), state (the first incomplete run's state, '' if all complete).
     """
     rows = []
@@ -273,6 +274,7 @@ def throughput(summary: pd.DataFrame, evals: pd.DataFrame) -> pd.DataFrame:
             "steps_per_s": mine["steps_per_s"].mean() if len(mine) else np.nan,
             "tokens_per_s": mine["tokens_per_s"].mean() if len(mine) else np.nan,
             "peak_mem_gb": mine["peak_mem_bytes"].max() / GB if mine["peak_mem_bytes"].notna().any() else np.nan,
+            "train_s": mine.groupby("job_id")["train_seconds"].max().mean() if len(mine) else np.nan,
             "device": ", ".join(devices),
             "n_runs": len(done),
             "d_model": first["d_model"], "d_ff": first["d_ff"], "n_layers": first["n_layers"], "blocks": first["blocks"],

@@ -89,7 +89,31 @@ def table11_report(grid: Grid, summary: pd.DataFrame, evals: pd.DataFrame, capti
                     f"analytic FLOPs below {paper.TABLE11_FLOPS_BELOW_PCT}%")
     data = tp.merge(over.reset_index()[["cell", "mem_overhead_pct", "time_overhead_pct", "flop_increase_pct"]],
                     on="cell", how="left")
-    return Report("Table 11", head + caption, [Section("", frame, data)])
+    sections = [Section("", frame, data)]
+    if set(grid.methods) - set(methods):  # a grid with more schemes than the pair: each one's own cost
+        sections.append(_every_method(grid, tp, cells))
+    return Report("Table 11", head + caption, sections)
+
+
+def _every_method(grid: Grid, tp: pd.DataFrame, cells: list[str]) -> Section:
+    """One row per (cell, method): complete runs, training seconds per run, rates and peak memory."""
+    rows = []
+    for cell in cells:
+        here = tp[tp["cell"] == cell].set_index("method")
+        for method in [m for m in frames.ordered(grid.methods, here.index) if m in here.index]:
+            r = here.loc[method]
+            measured = r["n_runs"] > 0
+            rows.append((f"{cell} {name(method)}".strip(), {
+                "Runs done": str(int(r["n_runs"])),
+                "Train s / run": fmt(r["train_s"], 1) if measured else r["state"] or DASH,
+                "Steps/s": fmt(r["steps_per_s"], 2) if measured else DASH,
+                "Tokens/s (K)": fmt(r["tokens_per_s"] / 1000, 1) if measured else DASH,
+                "Peak mem GB": fmt(r["peak_mem_gb"], 2) if measured else DASH,
+            }))
+    frame = pd.DataFrame([r for _, r in rows], index=pd.Index([k for k, _ in rows], name="Run"))
+    notes = ["train s = training time of a run (warm-up, compilation and evaluation excluded), mean over its "
+             "complete runs; rates as above, measured under whatever else shared the GPU (worker --slots)"]
+    return Section("every method", frame, tp, notes)
 
 
 def _pair(part: pd.DataFrame, column: str, show, methods: tuple[str, str]) -> str:
