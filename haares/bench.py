@@ -13,7 +13,6 @@ import dataclasses
 import gc
 import json
 import math
-import platform
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -25,6 +24,7 @@ from haares import cost
 from haares.config import ModelConfig, TrainConfig
 from haares.fastpath import FastPath, apply_fast_path, autocast, matmul_precision, resolve_fast_path
 from haares.grids import family
+from haares.measure import device_name
 from haares.model import build_model
 from haares.step import TrainStep
 from haares.train import make_optimizer
@@ -284,7 +284,7 @@ def run_bench(
     if checks:
         found_checks += _standard_bf16_twins(found_checks, family_name, n_layers, blocks, vocab_size, device)
     return {
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "device": device_name(device),
         "torch": torch.__version__,
         "matmul_peak_tflops": peak,
         "model": {"family": family_name, "n_layers": n_layers, "blocks": blocks, "vocab_size": vocab_size,
