@@ -24,7 +24,7 @@ from haares.config import ModelConfig, TrainConfig
 from haares.equivalence import check_bars, equivalence, needs_check, problems, standard_bf16_twins
 from haares.fastpath import FastPath, apply_fast_path, matmul_precision, resolve_fast_path
 from haares.grids import family
-from haares.measure import device_name
+from haares.measure import device_name, synchronize
 from haares.model import build_model
 from haares.step import TrainStep
 from haares.train import make_optimizer
@@ -48,11 +48,6 @@ class BenchRow:
     """Wall time of the untimed steps: compilation, graph capture and the extra warm-up steps."""
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def matmul_peak_tflops(device: torch.device, n: int = 8192, iters: int = 20) -> float | None:
     """Measured dense bf16 matmul rate (TFLOP/s) of the device: the MFU denominator. None on the CPU."""
     if device.type != "cuda":
@@ -61,11 +56,11 @@ def matmul_peak_tflops(device: torch.device, n: int = 8192, iters: int = 20) -> 
     b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
     for _ in range(3):
         a @ b
-    _sync(device)
+    synchronize(device)
     t0 = time.perf_counter()
     for _ in range(iters):
         a @ b
-    _sync(device)
+    synchronize(device)
     return 2 * n**3 * iters / (time.perf_counter() - t0) / 1e12
 
 
@@ -96,7 +91,7 @@ def bench_one(
 
         # Peak memory over warm-up and timed steps alike: a captured graph's activations live in its
         # private pool, allocated during capture, so a peak taken over replays alone would miss them.
-        _sync(device)
+        synchronize(device)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         t0 = time.perf_counter()
@@ -104,12 +99,12 @@ def bench_one(
             step(tokens)
         for _ in range(warmup):
             step(tokens)
-        _sync(device)
+        synchronize(device)
         warmup_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         for _ in range(steps):
             step(tokens)
-        _sync(device)
+        synchronize(device)
         elapsed = time.perf_counter() - t0
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0
     steps_per_s = steps / elapsed
