@@ -3,17 +3,15 @@
 Times whole training steps (forward, backward, clipped fused AdamW) on random tokens after warm-up,
 with the device synchronised around the clock; reports steps/s, tokens/s, peak memory, MFU against
 a measured bf16 matmul peak, and checks that every fast path computes the same function as the
-plain fp32 reference. Needs no database and no datasets, so it runs on a bare GPU machine.
+plain fp32 reference (the checks and their bars: haares/equivalence.py). Needs no database and no
+datasets, so it runs on a bare GPU machine.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import gc
 import json
-import math
-import platform
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -23,8 +21,10 @@ import torch
 
 from haares import cost
 from haares.config import ModelConfig, TrainConfig
-from haares.fastpath import FastPath, apply_fast_path, autocast, matmul_precision, resolve_fast_path
+from haares.equivalence import check_bars, equivalence, needs_check, problems, standard_bf16_twins
+from haares.fastpath import FastPath, apply_fast_path, matmul_precision, resolve_fast_path
 from haares.grids import family
+from haares.measure import device_name, synchronize
 from haares.model import build_model
 from haares.step import TrainStep
 from haares.train import make_optimizer
@@ -48,19 +48,6 @@ class BenchRow:
     """Wall time of the untimed steps: compilation, graph capture and the extra warm-up steps."""
 
 
-# Equivalence bars (performance.md, issue 11): a fused fp32 path must match the plain fp32 reference to
-# 1e-5; a bf16 path may differ from it by at most 1.5x what Standard's own bf16 path does.
-FP32_BAR = 1e-5
-BF16_FACTOR = 1.5
-# Standard's bf16 row has no one to be compared against: an absolute sanity bar catches garbage.
-BF16_SANITY_BAR = 5e-2
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def matmul_peak_tflops(device: torch.device, n: int = 8192, iters: int = 20) -> float | None:
     """Measured dense bf16 matmul rate (TFLOP/s) of the device: the MFU denominator. None on the CPU."""
     if device.type != "cuda":
@@ -69,19 +56,12 @@ def matmul_peak_tflops(device: torch.device, n: int = 8192, iters: int = 20) -> 
     b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
     for _ in range(3):
         a @ b
-    _sync(device)
+    synchronize(device)
     t0 = time.perf_counter()
     for _ in range(iters):
         a @ b
-    _sync(device)
+    synchronize(device)
     return 2 * n**3 * iters / (time.perf_counter() - t0) / 1e12
-
-
-def prepare_model(cfg: ModelConfig, *, device: torch.device, fast: FastPath, seed: int = 0) -> torch.nn.Module:
-    """A model on `device` set up exactly as the trainer sets it up for `fast` (apply_fast_path)."""
-    model = build_model(cfg, seed=seed).to(device)
-    apply_fast_path(model, fast)
-    return model
 
 
 def bench_one(
@@ -111,7 +91,7 @@ def bench_one(
 
         # Peak memory over warm-up and timed steps alike: a captured graph's activations live in its
         # private pool, allocated during capture, so a peak taken over replays alone would miss them.
-        _sync(device)
+        synchronize(device)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         t0 = time.perf_counter()
@@ -119,12 +99,12 @@ def bench_one(
             step(tokens)
         for _ in range(warmup):
             step(tokens)
-        _sync(device)
+        synchronize(device)
         warmup_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         for _ in range(steps):
             step(tokens)
-        _sync(device)
+        synchronize(device)
         elapsed = time.perf_counter() - t0
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0
     steps_per_s = steps / elapsed
@@ -133,96 +113,6 @@ def bench_one(
     mfu = flops_per_s / (peak_tflops * 1e12) if peak_tflops else None
     return BenchRow(cfg.residual, precision, fast.router, fast.compile, fast.cuda_graph, steps_per_s,
                     tokens_per_s, 1000 / steps_per_s, peak / 2**30, mfu, warmup_s)
-
-
-@torch.no_grad()
-def randomize_routers(model: torch.nn.Module, *, seed: int) -> None:
-    """Give every router query a seeded random value: at init they are zero, routing is uniform,
-    and a comparison of router implementations there would not test the logits path. Scaled by
-    1/sqrt(d) so logits are O(1), as in a trained model, not saturated softmaxes."""
-    gen = torch.Generator(device="cpu").manual_seed(seed)
-    for name, p in sorted(model.residual.named_parameters()):
-        if name.endswith(".w"):
-            p.copy_(torch.randn(p.shape, generator=gen).to(p.device) / p.numel() ** 0.5)
-
-
-PLAIN = FastPath(router="reference", compile=False, cuda_graph=False)
-
-
-def equivalence(
-    cfg: ModelConfig, *, device: torch.device, fast: FastPath, precision: str,
-    batch_size: int = 2, seq_len: int = 128,
-) -> dict[str, float]:
-    """Relative error of logits and gradients of a path against the plain fp32 reference.
-
-    Same weights, non-uniform routers, fresh random tokens; relative error = ||fast - ref|| / ||ref||
-    over all logits and over all gradients concatenated. NaN anywhere gives inf (never passes). The
-    CUDA graph replays the same kernels as the eager step, so the function checked is the eager one.
-    """
-    def run(path: FastPath, prec: str) -> tuple[torch.Tensor, torch.Tensor]:
-        with matmul_precision(prec):
-            model = prepare_model(cfg, device=device, fast=path)
-            randomize_routers(model, seed=2)
-            gen = torch.Generator(device="cpu").manual_seed(1)
-            tok = torch.randint(0, cfg.vocab_size, (batch_size, seq_len + 1), generator=gen).to(device)
-            with autocast(prec, device):
-                logits, loss = model(tok[:, :-1], tok[:, 1:])
-            loss.backward()
-        grads = torch.cat([p.grad.float().flatten() for p in model.parameters() if p.grad is not None])
-        return logits.detach().float(), grads
-
-    ref_logits, ref_grads = run(PLAIN, "fp32")
-    logits, grads = run(dataclasses.replace(fast, cuda_graph=False), precision)
-
-    def rel(a: torch.Tensor, b: torch.Tensor) -> float:
-        if not torch.isfinite(a).all():
-            return float("inf")
-        return float((a - b).norm() / b.norm().clamp_min(1e-30))
-
-    return {"logits_rel_err": rel(logits, ref_logits), "grads_rel_err": rel(grads, ref_grads)}
-
-
-def needs_check(scheme_row: dict) -> bool:
-    """Every row but the plain fp32 reference computes 'the same function' and must prove it."""
-    return not (scheme_row["precision"] == "fp32" and scheme_row["router"] == "reference"
-                and not scheme_row["compiled"])
-
-
-def _path_key(row: dict) -> tuple:
-    return (row["scheme"], row["precision"], row["router"], row["compiled"], row["cuda_graph"])
-
-
-def check_bars(checks: list[dict]) -> list[dict]:
-    """Attach `bar` and `passed` to each check: 1e-5 in fp32; in bf16 1.5x Standard's own bf16 error
-    on the same compile setting (Standard itself: an absolute 5e-2). A check without a Standard bf16
-    twin fails, since its bar is unknown."""
-    standard = {c["compiled"]: c for c in checks if c["scheme"] == "standard" and c["precision"] == "bf16"}
-    for c in checks:
-        if c["precision"] == "fp32":
-            bars = {"logits": FP32_BAR, "grads": FP32_BAR}
-        elif c["scheme"] == "standard":
-            bars = {"logits": BF16_SANITY_BAR, "grads": BF16_SANITY_BAR}
-        elif c["compiled"] in standard:
-            ref = standard[c["compiled"]]
-            bars = {k: BF16_FACTOR * ref[f"{k}_rel_err"] for k in ("logits", "grads")}
-        else:
-            bars = {"logits": 0.0, "grads": 0.0}
-        c["logits_bar"], c["grads_bar"] = bars["logits"], bars["grads"]
-        c["passed"] = all(math.isfinite(c[f"{k}_rel_err"]) and c[f"{k}_rel_err"] <= bars[k] for k in bars)
-    return checks
-
-
-def problems(result: dict) -> list[str]:
-    """What makes a bench result untrustworthy: no rows, a row without its check, a check over its bar."""
-    if not result["rows"]:
-        return ["no configuration was measured"]
-    checked = {_path_key(c) for c in result["checks"]}
-    found = [f"no equivalence check for {'/'.join(map(str, _path_key(r)))}"
-             for r in result["rows"] if needs_check(r) and _path_key(r) not in checked]
-    found += [f"{'/'.join(map(str, _path_key(c)))}: logits {c['logits_rel_err']:.2e} (bar {c['logits_bar']:.1e}), "
-              f"grads {c['grads_rel_err']:.2e} (bar {c['grads_bar']:.1e})"
-              for c in result["checks"] if not c.get("passed")]
-    return found
 
 
 def paths_for(scheme: str, routers: Iterable[str], compile_options: Iterable[bool],
@@ -282,9 +172,9 @@ def run_bench(
                 if on_row:
                     on_row(row)
     if checks:
-        found_checks += _standard_bf16_twins(found_checks, family_name, n_layers, blocks, vocab_size, device)
+        found_checks += standard_bf16_twins(found_checks, family_name, n_layers, blocks, vocab_size, device)
     return {
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "device": device_name(device),
         "torch": torch.__version__,
         "matmul_peak_tflops": peak,
         "model": {"family": family_name, "n_layers": n_layers, "blocks": blocks, "vocab_size": vocab_size,
@@ -292,20 +182,6 @@ def run_bench(
         "rows": rows,
         "checks": check_bars(found_checks),
     }
-
-
-def _standard_bf16_twins(found: list[dict], family_name: str, n_layers: int, blocks: int, vocab_size: int,
-                         device: torch.device) -> list[dict]:
-    """Standard's bf16 errors for each compile setting that a bf16 check needs but nobody measured."""
-    have = {c["compiled"] for c in found if c["scheme"] == "standard" and c["precision"] == "bf16"}
-    need = {c["compiled"] for c in found if c["precision"] == "bf16"} - have
-    cfg = family(family_name, n_layers, residual="standard", blocks=blocks, vocab_size=vocab_size)
-    twins = []
-    for compiled in sorted(need):
-        fast = FastPath(router="reference", compile=compiled, cuda_graph=False)
-        twins.append({"scheme": "standard", "precision": "bf16", "router": "reference", "compiled": compiled,
-                      "cuda_graph": False, **equivalence(cfg, device=device, fast=fast, precision="bf16")})
-    return twins
 
 
 def _release(device: torch.device) -> None:

@@ -93,17 +93,6 @@ def pick_device() -> str:
     return "cuda"
 
 
-def device_name(device: str) -> str:
-    """What this process really runs on: the GPU's name and UUID, or "cpu"."""
-    if device != "cuda":
-        return "cpu"
-    import torch
-
-    name = torch.cuda.get_device_name(0)
-    uuid = getattr(torch.cuda.get_device_properties(0), "uuid", None)
-    return f"{name} GPU-{uuid}" if uuid is not None else name
-
-
 def resume_step(run_dir: object) -> int:
     """Step of the newest checkpoint in run_dir/checkpoints (0 if none): where train() will resume.
 
@@ -208,12 +197,13 @@ def _train(config: dict, events: EventPipe, trainer: Any) -> int:
     from pathlib import Path
 
     from haares.config import RunConfig
+    from haares.measure import device_identity
     from haares.settings import home
     from haares.sinks import RunInfo, default_sinks
 
     cfg = RunConfig.from_dict(config)
     device = pick_device()
-    name = device_name(device)
+    name = device_identity(device)  # what this process really runs on: the GPU's name and UUID, or "cpu"
     visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
     print(f"haares.child job={os.environ.get(protocol.ENV_JOB_ID)} attempt={os.environ.get(protocol.ENV_ATTEMPT)} "
           f"device={name} CUDA_VISIBLE_DEVICES={visible!r} pid={os.getpid()}", flush=True)

@@ -126,6 +126,7 @@ class RunSpec:
         return self.config.run_key()
 
 
+# Long because: a data table (every grid's definition), not logic.
 def _grid_list() -> list[Grid]:
     smoke_base = RunConfig(
         model=ModelConfig(d_model=64, d_ff=256, n_layers=4, n_heads=4, blocks=2),

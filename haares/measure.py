@@ -66,11 +66,27 @@ def peak_memory_bytes(device: torch.device) -> int:
     return int(peak if sys.platform == "darwin" else peak * 1024)
 
 
-def device_name(device: torch.device) -> str:
-    """A human-readable device name, e.g. 'NVIDIA H100 80GB HBM3' or 'cpu (x86_64, 2 threads)'."""
+def device_name(device: torch.device | str) -> str:
+    """A human-readable device name, e.g. 'NVIDIA H100 80GB HBM3' or 'cpu (x86_64, 2 threads)'.
+
+    The one place haares names a device: run summaries, eval rows and `haares bench` show this name;
+    an attempt records `device_identity`, the same GPU name plus its UUID.
+    """
+    device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"cpu ({platform.machine() or 'unknown'}, {torch.get_num_threads()} threads)"
+
+
+def device_identity(device: torch.device | str) -> str:
+    """Which device exactly, for the attempt's record: the GPU's name plus ' GPU-<uuid>' (identical GPUs
+    of one host told apart), or 'cpu'."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return "cpu"
+    name = device_name(device)
+    uuid = getattr(torch.cuda.get_device_properties(device), "uuid", None)
+    return f"{name} GPU-{uuid}" if uuid is not None else name
 
 
 def code_version() -> dict[str, Any]:

@@ -11,7 +11,7 @@ Event types and their fields (all optional to the reader, which keeps what it kn
 | `device`     | name, pid, cuda_visible_devices          | the child picked its device (before training)    |
 | `start`      | step                                     | training starts or resumes at `step`             |
 | `progress`   | step, loss, tokens_per_s                 | every ~0.5 s of training (heartbeat payload)     |
-| `eval`       | point (a dict of haares.jobs.lease.EVAL_FIELDS) | an evaluation finished                    |
+| `eval`       | point (a dict of haares.jobs.lease.EVAL_FIELDS) | an evaluation finished (before its checkpoint) |
 | `checkpoint` | step, path                               | a checkpoint file is complete                    |
 | `preempted`  | step                                     | stopped on SIGTERM after checkpointing           |
 | `error`      | error (one line), terminal (bool)        | before a failing exit                            |

@@ -157,6 +157,20 @@ class _Session:
         if callbacks.on_checkpoint:
             callbacks.on_checkpoint(step, path)
 
+    def timed_step(self, tokens: torch.Tensor, clock: TrainClock) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimizer step: (loss, grad norm). A step that compiles or captures is timed apart from training."""
+        if self.step_fn.warming_up:
+            clock.pause()
+            warm_clock = TrainClock(self.device)
+            warm_clock.resume()
+            out = self.step_fn(tokens)
+            self.state.warmup_seconds += warm_clock.pause()
+        else:
+            clock.resume()
+            out = self.step_fn(tokens)
+            self.state.window.timed_steps += 1
+        return out
+
     def write_summary(self, *, complete: bool) -> Path:
         return write_summary(self.run_dir, self.cfg, self.state, self.identity, self.device_name,
                               code=self.code, fast=self.fast, complete=complete)
@@ -258,17 +272,7 @@ def _loop(run: _Session, callbacks: TrainCallbacks, should_stop: Callable[[], bo
                 run.checkpoint(step, clock, callbacks)
             raise Preempted(step)
 
-        tokens = _to_device(run.batches.batch(step), dev)
-        if run.step_fn.warming_up:  # compiles or captures: timed apart from training
-            clock.pause()
-            warm_clock = TrainClock(dev)
-            warm_clock.resume()
-            loss, grad_norm = run.step_fn(tokens)
-            state.warmup_seconds += warm_clock.pause()
-        else:
-            clock.resume()
-            loss, grad_norm = run.step_fn(tokens)
-            state.window.timed_steps += 1
+        loss, grad_norm = run.timed_step(_to_device(run.batches.batch(step), dev), clock)
         step += 1
         losses.add(step, loss, grad_norm)
 

@@ -88,8 +88,8 @@ def run_labels_json(engine: Engine, job_id: int) -> str:
 
 
 def _write_start(engine: Engine, r: Running, fields: dict, host: str) -> bool | None:
-    if r.step == r.lease.start_step:
-        return None  # the claim's start_step (the recorded checkpoint) was right
+    # Written even when it equals the claim's start_step: record_restart may have changed the attempt's
+    # start_step since the claim (to this host's newest file), and the child's own step is the truth.
     return record_start(engine=engine, lease=r.lease, step=r.step)
 
 

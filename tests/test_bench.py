@@ -15,6 +15,7 @@ import torch
 
 from haares import bench
 from haares.config import ModelConfig
+from haares.equivalence import check_bars, equivalence, problems
 from haares.fastpath import FastPath
 
 
@@ -37,7 +38,7 @@ def test_bench_cli_tiny_cpu_checks_every_fast_path(tmp_path):
     checked = {(c["scheme"], c["router"]) for c in result["checks"]}
     assert checked == {("block_attnres", "fused"), ("haares", "fused")}
     assert all(c["passed"] and c["grads_rel_err"] < 1e-5 for c in result["checks"])
-    assert bench.problems(result) == []
+    assert problems(result) == []
     assert "| haares | fp32 | fused | no | no |" in proc.stdout
 
 
@@ -51,12 +52,12 @@ def _check(err, **row):
 
 def test_a_fast_path_without_its_check_is_a_problem():
     result = {"rows": [_row(), _row(router="reference")], "checks": []}
-    assert bench.problems(result) == ["no equivalence check for haares/fp32/fused/False/False"]
-    assert bench.problems({"rows": [], "checks": []}) == ["no configuration was measured"]
+    assert problems(result) == ["no equivalence check for haares/fp32/fused/False/False"]
+    assert problems({"rows": [], "checks": []}) == ["no configuration was measured"]
 
 
 def test_checks_over_their_bars_fail():
-    checks = bench.check_bars([
+    checks = check_bars([
         _check(2e-5),  # fp32 over 1e-5
         _check(3e-7, scheme="block_attnres"),
         _check(1e-2, scheme="standard", precision="bf16", router="reference"),
@@ -66,13 +67,13 @@ def test_checks_over_their_bars_fail():
         _check(1e-3, precision="bf16", compiled=True),  # no Standard bf16 twin with compile: unknown bar
     ])
     assert [c["passed"] for c in checks] == [False, True, True, True, False, False, False]
-    assert len(bench.problems({"rows": [_row()], "checks": checks})) == 4
+    assert len(problems({"rows": [_row()], "checks": checks})) == 4
 
 
 def test_a_broken_fast_path_is_caught(monkeypatch):
     cfg = ModelConfig(d_model=32, d_ff=64, n_layers=2, n_heads=2, blocks=2, vocab_size=64, residual="haares")
     fast = FastPath(router="fused", compile=False, cuda_graph=False)
-    good = bench.equivalence(cfg, device=torch.device("cpu"), fast=fast, precision="fp32", seq_len=16)
+    good = equivalence(cfg, device=torch.device("cpu"), fast=fast, precision="fp32", seq_len=16)
     assert good["logits_rel_err"] < 1e-5 and good["grads_rel_err"] < 1e-5
     from haares.residual import fused_router
 
@@ -83,8 +84,8 @@ def test_a_broken_fast_path_is_caught(monkeypatch):
         return h * (1 + 1e-4), a, r, s
 
     monkeypatch.setattr(fused_router, "_forward", off_by_a_bit)
-    bad = bench.equivalence(cfg, device=torch.device("cpu"), fast=fast, precision="fp32", seq_len=16)
-    checks = bench.check_bars([{**_row(), **bad}])
+    bad = equivalence(cfg, device=torch.device("cpu"), fast=fast, precision="fp32", seq_len=16)
+    checks = check_bars([{**_row(), **bad}])
     assert not checks[0]["passed"]
 
 

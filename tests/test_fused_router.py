@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from haares.bench import equivalence, randomize_routers
 from haares.config import ModelConfig
+from haares.equivalence import equivalence, randomize_routers
 from haares.fastpath import FastPath
 from haares.model import build_model
 from haares.residual.fused_router import FusedRoute, route_fused

@@ -178,6 +178,43 @@ def test_busy_is_retried_not_raised(sqlite_url, monkeypatch):
     engine.dispose()
 
 
+def _locked() -> sa.exc.OperationalError:
+    return sa.exc.OperationalError("UPDATE jobs", {}, sqlite3.OperationalError("database is locked"))
+
+
+def test_run_write_reruns_its_body_on_retryable_errors_only(sqlite_url, monkeypatch):
+    """One retry loop serves BEGIN and whole bodies: a locked body runs again, any other error at once,
+    and an error that outlasts RETRY_TOTAL_S becomes one HaaresError line."""
+    monkeypatch.setattr(jobs_db, "_backoff", lambda attempt: 0.0)
+    engine = make_engine(sqlite_url)
+    calls: list[int] = []
+
+    def locked_once(conn: sa.Connection) -> str:
+        calls.append(1)
+        if len(calls) == 1:
+            raise _locked()
+        return "done"
+
+    assert jobs_db.run_write(engine, locked_once) == "done" and len(calls) == 2
+
+    def broken(conn: sa.Connection) -> None:
+        calls.append(1)
+        raise sa.exc.IntegrityError("INSERT", {}, sqlite3.IntegrityError("UNIQUE constraint failed"))
+
+    calls.clear()
+    with pytest.raises(sa.exc.IntegrityError):
+        jobs_db.run_write(engine, broken)
+    assert len(calls) == 1
+
+    def always_locked(conn: sa.Connection) -> None:
+        raise _locked()
+
+    monkeypatch.setattr(jobs_db, "RETRY_TOTAL_S", 0.0)
+    with pytest.raises(HaaresError, match="stayed busy for 0 s \\(database is locked\\)"):
+        jobs_db.run_write(engine, always_locked)
+    engine.dispose()
+
+
 def test_queue_processes_import_no_torch():
     code = "import sys, haares.jobs, haares.cli.app; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

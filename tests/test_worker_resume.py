@@ -62,6 +62,11 @@ def test_sigkill_worker_job_resumes_elsewhere_with_twin_identical_losses(sqlite_
     engine, spec = _enqueue_one(sqlite_url)
     first = start_worker(sqlite_url, *FAST, log=tmp_path / "w1.log", env=ONE_THREAD)
     wait_for(lambda: rows(engine, "SELECT 1 FROM evals"), timeout=90, what="the first evaluation")
+    # The child reports an evaluation before it writes that step's checkpoint (train.py: a crash in between
+    # repeats the eval rather than losing it), so a recorded eval does not mean a checkpoint exists yet: a
+    # kill right after it restarts from step 0. Wait for the file that a resume needs.
+    ckpt_dir = home / "runs" / _run_key(engine) / "checkpoints"
+    wait_for(lambda: list(ckpt_dir.glob("step_*.ckpt")), timeout=30, what="the first checkpoint file")
     children = _child_pids(first.pid)
     assert len(children) == 1
     first.send_signal(signal.SIGKILL)
@@ -70,6 +75,10 @@ def test_sigkill_worker_job_resumes_elsewhere_with_twin_identical_losses(sqlite_
     wait_for(lambda: process_start_time(children[0]) is None, timeout=10, what="the child to die with its worker")
     done_before = rows(engine, "SELECT MAX(step) FROM evals")[0][0]
     assert done_before < STEPS
+    # Where a resume lands: the newest checkpoint file. The worker may have died before recording it
+    # (jobs.ckpt_step lags), or before recording that step's eval; the child's start event says it.
+    resumable = max(int(p.stem.removeprefix("step_")) for p in ckpt_dir.glob("step_*.ckpt"))
+    assert 0 < resumable < STEPS
 
     second = start_worker(sqlite_url, *FAST, "--once", log=tmp_path / "w2.log", env=ONE_THREAD)
     assert second.wait(timeout=120) == 0, (tmp_path / "w2.log").read_text()[-3000:]
@@ -77,7 +86,7 @@ def test_sigkill_worker_job_resumes_elsewhere_with_twin_identical_losses(sqlite_
     assert rows(engine, "SELECT status, attempts FROM jobs") == [("succeeded", 1)]
     attempts = rows(engine, "SELECT attempt_no, outcome, start_step, end_step FROM attempts ORDER BY attempt_no")
     assert [(a[0], a[1]) for a in attempts] == [(1, "lost"), (2, "succeeded")]
-    assert 0 < attempts[1][2] <= done_before  # resumed from a checkpoint, not from scratch
+    assert attempts[1][2] == resumable  # resumed from the newest checkpoint, not from scratch
     assert attempts[1][3] == STEPS
 
     evals = dict(rows(engine, "SELECT step, val_loss FROM evals ORDER BY step"))

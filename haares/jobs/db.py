@@ -25,7 +25,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 
-from haares.errors import HaaresError
+from haares.errors import HaaresError, first_line
 from haares.jobs.migrations import (
     NO_QUEUE_YET,
     SCHEMA_VERSION,
@@ -326,7 +326,7 @@ def write_tx(engine: Engine) -> Iterator[Connection]:
 
     To retry a whole body on PostgreSQL serialization/deadlock errors too, use `run_write`.
     """
-    conn = _begin_write(engine)
+    conn = _retrying(lambda: _begin_write(engine), what="database busy at BEGIN")
     try:
         yield conn
         conn.commit()
@@ -338,45 +338,47 @@ def write_tx(engine: Engine) -> Iterator[Connection]:
 
 
 def _begin_write(engine: Engine) -> Connection:
-    start = time.monotonic()
-    attempt = 0
-    while True:
-        conn = engine.connect().execution_options(haares_write=True)
-        try:
-            conn.begin()
-            return conn
-        except DBAPIError as exc:
-            conn.close()
-            if not is_retryable(exc):
-                raise
-            if time.monotonic() - start > RETRY_TOTAL_S:
-                raise _busy_error(exc) from None
-            log.info("database busy at BEGIN (attempt %d), retrying", attempt + 1)
-            time.sleep(_backoff(attempt))
-            attempt += 1
+    """A connection with its write transaction begun (closed again if BEGIN fails)."""
+    conn = engine.connect().execution_options(haares_write=True)
+    try:
+        conn.begin()
+    except BaseException:
+        conn.close()
+        raise
+    return conn
 
 
 def run_write(engine: Engine, body: Callable[[Connection], T]) -> T:
     """Run `body(conn)` in a write transaction, re-running it whole on retryable errors (backoff, 2 min)."""
+
+    def once() -> T:
+        with write_tx(engine) as conn:
+            return body(conn)
+
+    return _retrying(once, what="retryable database error")
+
+
+def _retrying(action: Callable[[], T], *, what: str) -> T:
+    """`action()`, called again after a jittered backoff while it raises a retryable error (is_retryable);
+    HaaresError once RETRY_TOTAL_S have passed. The one retry loop of the package's writes."""
     start = time.monotonic()
     attempt = 0
     while True:
         try:
-            with write_tx(engine) as conn:
-                return body(conn)
+            return action()
         except DBAPIError as exc:
             if not is_retryable(exc):
                 raise
             if time.monotonic() - start > RETRY_TOTAL_S:
                 raise _busy_error(exc) from None
-            log.info("retryable database error (attempt %d): %s", attempt + 1, str(exc.orig).splitlines()[0])
+            log.info("%s (attempt %d), retrying: %s", what, attempt + 1, first_line(exc.orig or exc))
             time.sleep(_backoff(attempt))
             attempt += 1
 
 
 def _busy_error(exc: DBAPIError) -> HaaresError:
     return HaaresError(
-        f"the database stayed busy for {RETRY_TOTAL_S:.0f} s ({str(exc.orig).splitlines()[0]}); "
+        f"the database stayed busy for {RETRY_TOTAL_S:.0f} s ({first_line(exc.orig or exc)}); "
         "check for a process holding a long transaction"
     )
 

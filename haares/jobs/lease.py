@@ -70,8 +70,7 @@ def _fence(lease: Lease) -> sa.ColumnElement[bool]:
     return sa.and_(Job.id == lease.job_id, Job.lease_token == lease.token, Job.status == "running")
 
 
-# Over 60 lines with its docstring: one statement and the attempt insert of the same transaction,
-# which a reader should see together.
+# Long because: one claim statement and the attempt insert of its transaction, read together; half is docstring.
 def claim(
     *,
     engine: Engine,

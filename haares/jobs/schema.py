@@ -155,7 +155,7 @@ class Attempt(Base):
     log_path: Mapped[Optional[str]] = mapped_column(Text)
     start_step: Mapped[Optional[int]] = mapped_column(Integer)
     """The checkpoint step the attempt resumes from: jobs.ckpt_step at the claim (0 when fresh or none),
-    corrected by the child's own `start` event (lease.record_start) where the files say otherwise."""
+    then the step the child's own `start` event reports (lease.record_start, written on every attempt)."""
     end_step: Mapped[Optional[int]] = mapped_column(Integer)
     ckpt_dir: Mapped[Optional[str]] = mapped_column(Text)
     """Where this attempt wrote its checkpoints (on `host`) (v3)."""
