@@ -38,14 +38,7 @@ from haares.outcome import outcome_of
 from haares.protocol import EXIT_DEVICE, EventType
 from haares.settings import host_name, runs_dir
 from haares.worker_child import EventItem, Running, child_env, last_log_line, start_running
-from haares.worker_options import (
-    WorkerOptions,
-    check_gpu_visible,
-    mps_running,
-    parse_gpu,
-    slots_note,
-    visible_gpu_count,
-)
+from haares.worker_options import WorkerOptions, check_gpu_visible, parse_gpu, visible_gpu_count
 from haares.worker_queue import (
     claim_next,
     handoff_note,
@@ -96,8 +89,6 @@ class Worker:
         """Register, then claim / run / record until the queue is empty (or forever with wait)."""
         register_worker(engine=self.engine, worker_id=self.worker_id, host=self.host, pid=self.pid, gpu=self.opt.gpu,
                         version=__version__, heartbeat_s=self.opt.heartbeat_s, lease_ttl_s=self.opt.lease_ttl_s)
-        if (note := slots_note(self.opt.gpu, self.opt.slots, mps=mps_running())) is not None:
-            self.reporter.message(f"note: {note}")
         old_handlers = self._install_signals()
         threading.Thread(target=self._heartbeat_loop, name="haares-heartbeat", daemon=True).start()
         self._maybe_reap(force=True)

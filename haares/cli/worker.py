@@ -128,6 +128,7 @@ def worker(
     from haares.settings import resolve_db_url
     from haares.timelimit import parse_duration
     from haares.worker import WorkerOptions, parse_gpu, run_worker
+    from haares.worker_options import check_gpu_visible, mps_running, slots_note
 
     options = WorkerOptions(
         gpu=parse_gpu(gpu), slots=slots, max_jobs=1 if once else max_jobs, wait=wait,
@@ -136,6 +137,9 @@ def worker(
         checkpoint_margin_s=checkpoint_margin, claim_fraction=claim_fraction,
         checkpoint_grace_s=checkpoint_grace,
     )
+    check_gpu_visible(options.gpu)  # before the note: a host without that GPU gets one error line only
+    if (note := slots_note(options.gpu, options.slots, mps=mps_running())) is not None:
+        typer.echo(f"note: {note}", err=True)
     reporter = LiveReporter(options.gpu) if sys.stdout.isatty() else LineReporter(options.gpu)
     try:
         summary = run_worker(db_url=resolve_db_url(db), options=options, reporter=reporter)
