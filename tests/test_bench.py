@@ -15,7 +15,7 @@ import torch
 
 from haares import bench
 from haares.config import ModelConfig
-from haares.equivalence import check_bars, equivalence, problems
+from haares.equivalence import check_bars, equivalence, plain_bf16_twins, problems
 from haares.fastpath import FastPath
 
 
@@ -57,17 +57,30 @@ def test_a_fast_path_without_its_check_is_a_problem():
 
 
 def test_checks_over_their_bars_fail():
+    """bf16 bars are 1.5x the plain bf16 error of the same scheme; each bf16 row reports its ratio to Standard's."""
     checks = check_bars([
         _check(2e-5),  # fp32 over 1e-5
         _check(3e-7, scheme="block_attnres"),
-        _check(1e-2, scheme="standard", precision="bf16", router="reference"),
-        _check(1.4e-2, precision="bf16"),  # under 1.5 x 1e-2
-        _check(1.6e-2, scheme="block_attnres", precision="bf16"),  # over it
+        _check(1e-2, scheme="standard", precision="bf16", router="reference"),  # plain: the yardsticks
+        _check(1.7e-2, scheme="haares", precision="bf16", router="reference"),
+        _check(2.5e-2, precision="bf16"),  # under 1.5 x 1.7e-2
+        _check(2.6e-2, precision="bf16", compiled=True),  # over it
+        _check(1.6e-2, scheme="block_attnres", precision="bf16"),  # no plain Block AttnRes bf16 twin: unknown bar
         _check(float("nan"), scheme="block_attnres", router="reference", compiled=True),
-        _check(1e-3, precision="bf16", compiled=True),  # no Standard bf16 twin with compile: unknown bar
     ])
-    assert [c["passed"] for c in checks] == [False, True, True, True, False, False, False]
+    assert [c["passed"] for c in checks] == [False, True, True, True, True, False, False, False]
+    assert checks[4]["grads_bar"] == pytest.approx(2.55e-2)
+    assert [round(c.get("vs_standard", 0), 2) for c in checks] == [0, 0, 1.0, 1.7, 2.5, 2.6, 1.6, 0]
     assert len(problems({"rows": [_row()], "checks": checks})) == 4
+
+
+def test_plain_bf16_twins_cover_each_scheme_with_a_bf16_check_and_standard():
+    found = [_check(1e-2, scheme="haares", precision="bf16"), _check(1e-6, scheme="block_attnres")]
+    twins = plain_bf16_twins(found, "small", 2, 2, 64, torch.device("cpu"))
+    assert [(t["scheme"], t["router"], t["compiled"], t["precision"]) for t in twins] == [
+        ("standard", "reference", False, "bf16"), ("haares", "reference", False, "bf16")]
+    assert all(0 < t["grads_rel_err"] < 5e-2 for t in twins)
+    assert plain_bf16_twins([_check(1e-6)], "small", 2, 2, 64, torch.device("cpu")) == []
 
 
 def test_a_broken_fast_path_is_caught(monkeypatch):
