@@ -125,23 +125,46 @@ def test_every_command_has_help(cli):
 
 
 @pytest.mark.slow
-def test_status_watch_refreshes_until_ctrl_c(tmp_path):
-    """`haares status --watch` redraws from the database every 2 s and leaves cleanly on Ctrl-C."""
+def test_status_watch_refreshes_until_ctrl_c(cli, tmp_path):
+    """`haares status --watch` redraws from the database every 2 s and leaves cleanly on Ctrl-C.
+
+    On a terminal (a pseudo-terminal here) rich draws every frame, so the test waits for the frames
+    themselves instead of sleeping: the first says "6 queued"; after the hold, a later one says "6 held",
+    so a refresh read the database again."""
+    import os
+    import pty
+    import re
     import signal
     import subprocess
-    import time
+
+    from fixtures.workers import wait_for
 
     db = f"sqlite:///{tmp_path / 'watch.db'}"
-    haares = [sys.executable, "-m", "haares.cli.app"]
-    subprocess.run([*haares, "enqueue", "--grid", "smoke", "--db", db], check=True, capture_output=True)
-    proc = subprocess.Popen([*haares, "status", "--watch", "--db", db], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    time.sleep(5.0)  # start-up plus at least one 2 s refresh
-    subprocess.run([*haares, "hold", "--grid", "smoke", "--db", db], check=True, capture_output=True)
-    time.sleep(3.0)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=30)
-    assert proc.returncode == 0, err
-    # Off a terminal rich prints only the last frame: it must show the hold made after start-up,
-    # when the first frame said "6 queued", so a refresh read the database again.
-    assert "6 held" in out and "queued" not in out
+    assert cli("enqueue", "--grid", "smoke", "--db", db)[0] == 0
+    main_fd, term_fd = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "haares.cli.app", "status", "--watch", "--db", db], stdin=term_fd,
+                            stdout=term_fd, stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "200"})
+    os.close(term_fd)
+    os.set_blocking(main_fd, False)
+    drawn: list[str] = []
+
+    def shown(text: str) -> bool:
+        """Whether `text` is on the screen drawn so far (styles stripped, white space folded)."""
+        try:
+            while chunk := os.read(main_fd, 1 << 16):
+                drawn.append(chunk.decode(errors="replace"))
+        except (BlockingIOError, OSError):  # nothing more to read yet; OSError (EIO): the process ended
+            pass
+        return text in " ".join(re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", "".join(drawn)).split())
+
+    try:
+        wait_for(lambda: shown("smoke: 6 queued"), timeout=60, what="the first frame")
+        assert not shown("held")
+        assert cli("hold", "--grid", "smoke", "--db", db)[0] == 0
+        wait_for(lambda: shown("smoke: 6 held"), timeout=30, what="a frame redrawn after the hold")
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0, proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(main_fd)

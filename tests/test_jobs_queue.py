@@ -7,12 +7,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
 from fixtures.sleep_kind import enqueue_sleep
+from fixtures.workers import wait_for
 
 from haares.errors import HaaresError
 from haares.grids import expand, get_grid
@@ -387,6 +387,6 @@ def test_db_now_is_naive_utc(engine):
 def test_lease_expiry_uses_real_clock(engine):
     enqueue_sleep(engine=engine, count=1, seconds=0)
     lease = grab(engine, ttl=0.05)
-    time.sleep(0.3)
-    assert reap(engine=engine) == 1
+    # Reaped as soon as the database's clock passes the 50 ms lease (polled, not a fixed sleep).
+    assert wait_for(lambda: reap(engine=engine), timeout=10, what="the 50 ms lease to expire", every=0.02) == 1
     assert heartbeat(engine=engine, lease=lease, lease_ttl_s=60).alive is False

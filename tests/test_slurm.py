@@ -3,8 +3,9 @@
 The script is checked as text (2 nodes x 8 GPUs, the signal request, the worker options) and by bash -n;
 its trap-and-forward logic runs for real under a stand-in `srun` that only runs the node task (sleep jobs,
 USR1 to the batch shell). The last test submits to the real cluster `.ci/slurm-up.sh` starts: the
-allocation's time-limit warning ends it mid-run, no job is left running and no retry is spent, and a
-local worker then finishes the grid with every evaluation loss equal to an uninterrupted run (bitwise).
+allocation's time-limit warning (sent by Slurm itself) ends it mid-run, no job is left running and no
+retry is spent, and a local worker then finishes the grid with every evaluation loss equal to an
+uninterrupted run (bitwise).
 """
 
 from __future__ import annotations
@@ -123,10 +124,13 @@ def test_usr1_to_the_batch_shell_reaches_every_worker_and_preempts(sqlite_url, t
 
 # --- the real cluster --------------------------------------------------------------------------------
 
-# The allocation's workers are pinned to one core (taskset), so its three children share it whatever the
-# machine's load: at about 100 tiny steps/s per idle core they reach at most 1,800 steps by the latest
-# warning (60 s in), and the runs end mid-run. The twins train on the other core meanwhile, on both after.
-STEPS, EVERY = 2400, 400
+# Slurm sends the warning (`--signal=B:USR1@60` of a 2-minute allocation) at its first periodic check
+# (every 30 s) after the allocation's 30th second: anywhere from 30 to 60 s in. So that every run ends
+# mid-run however fast the machine and whenever the warning comes, the test freezes (SIGSTOP) each of
+# the allocation's children once it has evaluated (and checkpointed) at step EVERY, and thaws them
+# (SIGCONT) once the warning has reached the batch shell: they then see the workers' SIGTERM and
+# checkpoint where they are. Short runs suffice for that, and the twins train during the wait.
+STEPS, EVERY = 250, 50
 TERMINAL = ("COMPLETED", "TIMEOUT", "CANCELLED", "FAILED", "NODE_FAIL", "PREEMPTED", "OUT_OF_MEMORY")
 
 
@@ -156,10 +160,14 @@ def _job_state(job_id: str) -> str:
     return match.group(1) if match else "GONE"  # purged after MinJobAge
 
 
+def _child_pid(log_path: str) -> int:
+    """The pid a training child printed in the first line of its attempt's log."""
+    return int(re.search(r"^haares\.child job=\d+ attempt=\d+ .* pid=(\d+)$", Path(log_path).read_text(), re.M).group(1))
+
+
 TWIN = """
-import json, os, sys, pathlib, torch
+import json, sys, pathlib, torch
 sys.path.insert(0, sys.argv[1])
-os.sched_setaffinity(0, {max(os.sched_getaffinity(0))})  # the core the allocation does not use
 from fixtures.workers import tiny_runs
 from haares.train import train
 torch.set_num_threads(1)
@@ -181,33 +189,60 @@ def test_slurm_allocation_end_preempts_cleanly_and_the_grid_finishes_bitwise(slu
     submitted = subprocess.run(
         [HAARES, "slurm", "--gpu", "cpu", "--slots", "3", "--time", "2m", "--warn-seconds", "60", "--db", db_url,
          "--home", str(home), "--output", str(tmp_path / "slurm-%j.out"), "--job-name", "haares-test",
-         "--command", f"taskset -c {min(os.sched_getaffinity(0))} {sys.executable} -m haares", "--submit"],
+         "--command", f"{sys.executable} -m haares", "--submit"],
         capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path)
     assert submitted.returncode == 0, submitted.stderr
     job_id = re.search(r"Submitted batch job (\d+)", submitted.stdout).group(1)
-    # The uninterrupted twins train meanwhile (the allocation mostly waits for its warning), once the
-    # allocation's children are past their start-up, so that they reach a step before the warning.
-    def started() -> bool:
-        logs = [p.read_text() for p in home.glob("runs/*/logs/attempt-1.log")]
-        return sum("haares.child starting at step" in text for text in logs) == 3
+    output = tmp_path / f"slurm-{job_id}.out"
 
-    wait_for(lambda: started() or _job_state(job_id) in (*TERMINAL, "GONE"), timeout=120, every=0.5,
-             what="the allocation's children to start training")
-    twins = [subprocess.Popen([sys.executable, "-c", TWIN, str(Path(__file__).parent), str(STEPS), str(EVERY), str(i),
-                               str(tmp_path / f"twin{i}")], stdout=subprocess.PIPE, text=True, env=env)
-             for i in range(3)]
+    def ended() -> bool:
+        return _job_state(job_id) in (*TERMINAL, "GONE")
+
+    def warned() -> bool:
+        return output.exists() and "haares slurm: USR1" in output.read_text()
+
+    frozen: dict[int, int] = {}  # job id -> its child's pid, stopped
+
+    def freeze_the_evaluated() -> bool:
+        for job_id_, log_path in rows(engine, "SELECT a.job_id, a.log_path FROM attempts a WHERE a.log_path IS NOT "
+                                              "NULL AND EXISTS (SELECT 1 FROM evals e WHERE e.job_id = a.job_id)"):
+            if job_id_ not in frozen:
+                frozen[job_id_] = _child_pid(log_path)
+                os.kill(frozen[job_id_], signal.SIGSTOP)
+        return len(frozen) == len(specs) or warned() or ended()
+
+    def thaw() -> None:
+        for pid in frozen.values():
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+
+    twins: list[subprocess.Popen] = []
     try:
-        wait_for(lambda: _job_state(job_id) in (*TERMINAL, "GONE"), timeout=200, every=1.0,
-                 what=f"Slurm job {job_id} to end")
-    finally:
-        if _job_state(job_id) not in (*TERMINAL, "GONE"):
+        wait_for(freeze_the_evaluated, timeout=120, every=0.2, what="the allocation's children to evaluate")
+        # The uninterrupted twins train while the allocation waits for its warning.
+        twins = [subprocess.Popen([sys.executable, "-c", TWIN, str(Path(__file__).parent), str(STEPS), str(EVERY),
+                                   str(i), str(tmp_path / f"twin{i}")], stdout=subprocess.PIPE, text=True, env=env)
+                 for i in range(len(specs))]
+        wait_for(lambda: warned() or ended(), timeout=150, every=0.2, what="Slurm's warning")
+        thaw()
+        wait_for(ended, timeout=120, every=0.5, what=f"Slurm job {job_id} to end")
+        _finish_after_the_allocation(engine, db_url, home, tmp_path, output, twins)
+    finally:  # nothing stays frozen, queued in Slurm or training if the test fails
+        thaw()
+        if not ended():
             subprocess.run(["scancel", job_id])
-    for twin in twins:  # the allocation's core is free now
-        try:
-            os.sched_setaffinity(twin.pid, os.sched_getaffinity(0))
-        except ProcessLookupError:
-            pass
-    out = (tmp_path / f"slurm-{job_id}.out").read_text()
+        for twin in twins:
+            if twin.poll() is None:
+                twin.kill()
+    engine.dispose()
+
+
+def _finish_after_the_allocation(engine, db_url: str, home, tmp_path, output, twins) -> None:  # noqa: ANN001
+    """The allocation's end as the queue saw it, then a local worker finishes the grid; the losses of every
+    evaluation equal the twins' (bitwise)."""
+    out = output.read_text()
     assert "haares slurm: USR1" in out and "stopped by SIGUSR1" in out, out
 
     states = rows(engine, "SELECT status, attempts FROM jobs")
@@ -229,8 +264,8 @@ def test_slurm_allocation_end_preempts_cleanly_and_the_grid_finishes_bitwise(slu
         assert twin.returncode == 0
         record = json.loads(stdout.strip().splitlines()[-1])
         expected[record["run_key"]] = {int(k): v for k, v in record["losses"].items()}
+    assert len(expected) == 3
     for run_key, losses in expected.items():
         got = dict(rows(engine, "SELECT e.step, e.val_loss FROM evals e JOIN jobs j ON j.id = e.job_id "
                                 "WHERE j.run_key = :k", k=run_key))
         assert got == losses, run_key  # bitwise: the resumed runs saw the same batches from the same state
-    engine.dispose()

@@ -140,7 +140,7 @@ def test_job_running_at_the_limit_is_preempted_with_its_retry_unused(sqlite_url,
     handed back at the limit minus the margin; nothing stays running and the worker exits 0."""
     engine = make_engine(sqlite_url)
     enqueue_runs(engine=engine, grid="smoke", runs=tiny_runs(**{"train.steps": 100000, "train.eval_every": 50})[:1])
-    worker = start_worker(sqlite_url, *FAST, "--time-limit", "20s", "--checkpoint-margin", "6",
+    worker = start_worker(sqlite_url, *FAST, "--time-limit", "12s", "--checkpoint-margin", "5",
                           log=tmp_path / "w.log", env={"OMP_NUM_THREADS": "1"})
     assert worker.wait(timeout=90) == 0
     log = (tmp_path / "w.log").read_text()

@@ -1,4 +1,4 @@
-"""16 worker processes drain 2,000 sleep jobs through the real spawn path, on SQLite and PostgreSQL.
+"""16 worker processes drain 320 sleep jobs through the real spawn path, on SQLite and PostgreSQL.
 
 Each worker is a separate process running `haares.worker.run_worker` (forked from the test, which
 saves 16 interpreter starts; the other worker tests start the `haares worker` command itself) and
@@ -6,6 +6,8 @@ spawns one real child process per job. Checks against the database and against t
 job succeeded with exactly one attempt, none is left queued or running, and each sleep child
 appended its job id to a shared file exactly once (a job run twice, or marked succeeded but never
 run, is caught), and every worker took part.
+
+HAARES_TEST_DRAIN_JOBS=2000 runs the size docs/worker.md and docs/benchmarks.md measured.
 """
 
 from __future__ import annotations
@@ -22,11 +24,16 @@ from fixtures.workers import rows
 from haares.jobs.db import make_engine
 
 WORKERS = 16
-JOBS = 2000
+# What the test proves is per claim: no claim, among up to 16 racing for the queue's head, hands out a
+# job that another claim also got, and no job is lost. 320 jobs (20 per worker) is 320 such races with
+# all 16 claimers in the loop at once (the barrier below starts them together), and exercises the same
+# code paths and checks as 2,000 did, at a sixth of the time. The claim-level canary in
+# test_jobs_concurrency.py shows that races are seen at this scale (200 jobs, 4 processes).
+JOBS = int(os.environ.get("HAARES_TEST_DRAIN_JOBS", "320"))
 
 
 @pytest.mark.slow
-def test_sixteen_workers_drain_2000_sleep_jobs_exactly_once(db_url, tmp_path):
+def test_sixteen_workers_drain_sleep_jobs_exactly_once(db_url, tmp_path):
     engine = make_engine(db_url)
     enqueue_sleep(engine=engine, count=JOBS, seconds=0.0)
     engine.dispose()  # no pooled connection may be inherited by the forked workers
@@ -35,7 +42,8 @@ def test_sixteen_workers_drain_2000_sleep_jobs_exactly_once(db_url, tmp_path):
     try:
         t0 = time.monotonic()
         ctx = multiprocessing.get_context("fork")
-        procs = [ctx.Process(target=_worker_main, args=(db_url,)) for _ in range(WORKERS)]
+        start = ctx.Barrier(WORKERS)
+        procs = [ctx.Process(target=_worker_main, args=(db_url, start)) for _ in range(WORKERS)]
         for p in procs:
             p.start()
         for p in procs:
@@ -64,10 +72,14 @@ def test_sixteen_workers_drain_2000_sleep_jobs_exactly_once(db_url, tmp_path):
     engine.dispose()
 
 
-def _worker_main(db_url: str) -> None:
-    """One worker process: fast heartbeats, exits when the queue is empty; non-zero exit on error."""
+def _worker_main(db_url: str, start) -> None:  # noqa: ANN001
+    """One worker process: fast heartbeats, exits when the queue is empty; non-zero exit on error.
+
+    Waits at `start` until all 16 are forked, so that none drains the queue before the last one exists.
+    """
     from haares.worker import WorkerOptions, run_worker
 
+    start.wait(timeout=60)
     summary = run_worker(db_url=db_url, options=WorkerOptions(gpu="cpu", heartbeat_s=5.0, lease_ttl_s=30.0,
                                                               poll_s=1.0))
     if summary.outcomes.keys() - {"succeeded"}:

@@ -12,16 +12,20 @@ stop its child, and the job goes back to the queue without using a retry.
 from __future__ import annotations
 
 import signal
-import time
 
 import pytest
+import sqlalchemy as sa
 from fixtures.sleep_kind import enqueue_sleep
 from fixtures.workers import rows, start_worker, wait_for
 
-from haares.jobs.db import make_engine
+from haares.jobs.db import db_now, make_engine
 from haares.jobs.procs import process_start_time
+from haares.jobs.schema import Job
 
-SLEEP_S = 8.0
+# The first attempt's child must still be sleeping when the zombie wakes (after the rescuer's start-up
+# and claim, however loaded the machine; the zombie kills it then, so its length costs nothing); the
+# rescuer's own attempt need not sleep long to prove the same things.
+SLEEP_S, RESCUE_SLEEP_S = 20.0, 0.5
 FAST = ("--gpu", "cpu", "--heartbeat", "0.3", "--lease-ttl", "1.5", "--poll", "0.5", "--once")
 
 
@@ -31,10 +35,17 @@ def _child_pid(pid: int) -> int:
     return child
 
 
+def _lease_expired(engine) -> bool:  # noqa: ANN001
+    with engine.connect() as conn:
+        now = db_now(conn)
+        return conn.execute(sa.select(Job.id).where(Job.status == "running", Job.lease_expires_at < now)).first() \
+            is not None
+
+
 @pytest.mark.slow
 def test_stopped_worker_is_fenced_out_and_kills_its_child(db_url, tmp_path, home):
     engine = make_engine(db_url)
-    enqueue_sleep(engine=engine, count=1, seconds=SLEEP_S)
+    enqueue_sleep(engine=engine, count=1, seconds=SLEEP_S, later_seconds=RESCUE_SLEEP_S)
     executions = tmp_path / "executions.txt"
     env = {"HAARES_SLEEP_LOG": str(executions)}
 
@@ -44,7 +55,8 @@ def test_stopped_worker_is_fenced_out_and_kills_its_child(db_url, tmp_path, home
     zombie_child = _child_pid(zombie.pid)
     zombie.send_signal(signal.SIGSTOP)
     try:
-        time.sleep(2.0)  # past the 1.5 s TTL: the lease has expired, though its holder still exists
+        # Past the 1.5 s TTL (database clock): the lease has expired, though its holder still exists.
+        wait_for(lambda: _lease_expired(engine), timeout=30, what="the frozen worker's lease to expire")
         rescuer = start_worker(db_url, *FAST, log=tmp_path / "rescuer.log", env=env)
         wait_for(lambda: rows(engine, "SELECT 1 FROM attempts WHERE attempt_no = 2"), timeout=30,
                  what="the second worker's claim")
