@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 import uuid
@@ -11,6 +13,7 @@ import uuid
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 _SESSION_HOME = tempfile.mkdtemp(prefix="haares-test-home-")
+atexit.register(shutil.rmtree, _SESSION_HOME, ignore_errors=True)  # one per pytest run; they piled up in /tmp
 os.environ.setdefault("HF_HOME", os.path.join(_SESSION_HOME, "hf"))
 os.environ["HAARES_HOME"] = _SESSION_HOME
 os.environ.pop("HAARES_DB", None)
