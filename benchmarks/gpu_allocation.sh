@@ -15,7 +15,10 @@
 # Usage on the device machine: bash benchmarks/gpu_allocation.sh OUTDIR DEADLINE_S [SLOTS]
 #   HOLD="grid ..." holds those grids' queued jobs for this allocation (`haares hold --grid`);
 #   STOP=term ends the drain with SIGTERM at the deadline instead of --time-limit's claim rule (the
-#   jobs preempt just as cleanly; runs cut there start over in the next allocation).
+#   jobs preempt just as cleanly; runs cut there start over in the next allocation, or resume from
+#   their checkpoints when the next call finds this machine still warm, as a shared filesystem would);
+#   ENQUEUE="grid:seeds:priority ..." enqueues those (seeds comma-separated) before the drain;
+#   BENCH=SECONDS runs `haares bench` (medium 48L, bf16, the three schemes) after the pack, MPS stopped.
 set -u
 OUT=${1:?outdir}; DEADLINE=${2:-540}; SLOTS=${3:-4}
 export PYTHONUNBUFFERED=1 HAARES_HOME=/tmp/hh HAARES_DB=sqlite:////tmp/hh/queue.db
@@ -25,7 +28,10 @@ export PYTHONPATH=/tmp/site:$PWD
 H="python3 -m haares.cli.app"
 mkdir -p /tmp/hh /tmp/logs
 # A machine still warm from the previous call keeps /tmp: then its queue is the one just packed.
-if [ -f state/state.tgz ] && [ ! -f /tmp/hh/queue.db ]; then $H unpack state/state.tgz; tar xzf state/logs.tgz -C /tmp; fi
+if [ -f state/state.tgz ] && [ ! -f /tmp/hh/queue.db ]; then
+  $H unpack state/state.tgz || exit 1
+  if [ -f state/logs.tgz ]; then tar xzf state/logs.tgz -C /tmp; fi
+fi
 if ls state/inductor.tgz.* >/dev/null 2>&1; then cat state/inductor.tgz.* | tar xz -C /tmp; fi
 n=$(ls /tmp/logs | grep -c '^worker-drain')
 mkdir -p /tmp/mps /tmp/mps-log
@@ -50,6 +56,10 @@ if [ ! -f /tmp/hh/queue.db ]; then
   LR=$(tail -1 /tmp/logs/lr.txt)
   python3 benchmarks/enqueue_shakespeare.py "$LR" >> /tmp/logs/lr.txt
 fi
+for spec in ${ENQUEUE:-}; do
+  IFS=: read -r grid seeds priority <<< "$spec"
+  $H enqueue --grid "$grid" --seeds "$seeds" --priority="$priority"
+done
 for grid in ${HOLD:-}; do $H hold --grid "$grid"; done
 left=$((DEADLINE - SECONDS))
 echo "draining for ${left}s on $SLOTS slots"
@@ -65,5 +75,16 @@ for grid in ${HOLD:-}; do $H release --grid "$grid"; done
 $H status > "/tmp/logs/status-$n.txt" 2>&1
 $H pack "$OUT/state.tgz"
 tar czf "$OUT/logs.tgz" -C /tmp logs
-tar cz -C /tmp inductor | split -b 15M - "$OUT/inductor.tgz."   # files come back at most 16 MiB each
+# Files come back at most 16 MiB each and 8 in all: the cache in 15 MB parts, at most five of them.
+tar cz -C /tmp inductor > /tmp/inductor.tgz
+if [ "$(stat -c %s /tmp/inductor.tgz)" -le $((5 * 15 * 1000 * 1000)) ]; then
+  split -b 15M /tmp/inductor.tgz "$OUT/inductor.tgz."
+else
+  echo "Inductor cache $(du -h /tmp/inductor.tgz | cut -f1): too large to bring back"
+fi
 ls -la "$OUT"; tail -4 "/tmp/logs/status-$n.txt"
+if [ -n "${BENCH:-}" ]; then
+  echo quit | nvidia-cuda-mps-control 2>/dev/null
+  timeout "$BENCH" python3 -m haares.bench --family medium --layers 48 --steps 20 --warmup 3 \
+    --precision bf16 --json "$OUT/bench.json"
+fi
