@@ -42,8 +42,9 @@ def resolve_fast_path(train: TrainConfig, device: torch.device) -> FastPath:
     on_cuda = device.type == "cuda"
     router = train.router if train.router != "auto" else ("fused" if on_cuda else "reference")
     compiled = train.compile if train.compile is not None else on_cuda
-    # Muon's update has not been checked under capture, so auto leaves its steps eager.
-    graph = train.cuda_graph if train.cuda_graph is not None else on_cuda and train.optimizer == "adamw"
+    # Both optimizers step without a host sync (constant lr, no .item()), so both capture; each was
+    # checked against its eager step on the GPU (benchmarks/graph_check.py, docs/performance.md).
+    graph = train.cuda_graph if train.cuda_graph is not None else on_cuda
     if graph and not on_cuda:
         raise HaaresError(
             f"train.cuda_graph=true needs a CUDA device, not {device.type}; "

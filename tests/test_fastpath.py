@@ -28,10 +28,11 @@ def test_auto_is_the_fast_path_on_cuda_and_the_reference_on_the_cpu():
     assert resolve_fast_path(explicit, CPU) == FastPath(router="fused", compile=False, cuda_graph=False)
 
 
-def test_auto_leaves_muon_steps_eager():
+def test_auto_captures_muon_steps_too():
     muon = TrainConfig(optimizer="muon")
-    assert resolve_fast_path(muon, CUDA) == FastPath(router="fused", compile=True, cuda_graph=False)
-    assert resolve_fast_path(TrainConfig(optimizer="muon", cuda_graph=True), CUDA).cuda_graph
+    assert resolve_fast_path(muon, CUDA) == FastPath(router="fused", compile=True, cuda_graph=True)
+    assert not resolve_fast_path(TrainConfig(optimizer="muon", cuda_graph=False), CUDA).cuda_graph
+    assert resolve_fast_path(muon, CPU).cuda_graph is False
 
 
 def test_new_fast_path_fields_stay_out_of_run_keys_at_their_defaults():
