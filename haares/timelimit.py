@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from haares.checkpoint_names import newest_step
 from haares.errors import HaaresError
 
 SAFETY = 1.25
@@ -130,13 +131,6 @@ def estimate_seconds(*, kind: str, config: dict[str, Any], remaining_steps: int,
     return STARTUP_S + SAFETY * max(0, remaining_steps) * seconds_per_step
 
 
-def checkpoint_step(run_dir: Path) -> int:
-    """Step of the newest checkpoint file in run_dir/checkpoints (0 when none: the run starts over)."""
-    steps = [int(m.group(1)) for p in (run_dir / "checkpoints").glob("step_*.ckpt")
-             if (m := re.match(r"step_(\d+)", p.name))]
-    return max(steps, default=0)
-
-
 def seconds_per_step_by_shape(conn: Any, worker: str | None = None) -> dict[str, float]:
     """Slowest seconds per step among the HISTORY most recent finished attempts of each config shape
     (of `worker`'s own attempts when given)."""
@@ -189,7 +183,7 @@ def claimable_ids(*, engine: Any, deadline: Deadline, kinds: tuple[str, ...], ru
     for job in queued:
         config = json.loads(job.config_json)
         total = job.total_steps or int(config.get("train", {}).get("steps", 0) or 0)
-        remaining = total - checkpoint_step(runs_dir / job.run_key) if job.kind == "train" else 0
+        remaining = total - newest_step(runs_dir / job.run_key) if job.kind == "train" else 0
         estimate = estimate_seconds(kind=job.kind, config=config, remaining_steps=remaining,
                                     seconds_per_step=rates.get(shape_key(config)))
         if deadline.may_start(estimate):
