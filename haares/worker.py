@@ -28,7 +28,7 @@ from haares.errors import HaaresError, one_line
 from haares.jobs import (
     Lease,
     finish,
-    make_engine,
+    open_engine,
     reap,
     record_restart,
     register_worker,
@@ -390,8 +390,5 @@ def run_worker(*, db_url: str, options: WorkerOptions, reporter: Reporter | None
     """
     check_gpu_visible(options.gpu)
     load_kinds_files()
-    engine = make_engine(db_url)
-    try:
+    with open_engine(db_url) as engine:
         return Worker(engine=engine, options=options, reporter=reporter).run()
-    finally:
-        engine.dispose()
