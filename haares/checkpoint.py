@@ -12,7 +12,6 @@ import hashlib
 import io
 import os
 import random
-import re
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,32 +21,14 @@ from typing import IO, Any, BinaryIO
 import numpy as np
 import torch
 
+from haares.checkpoint_names import checkpoint_path, list_checkpoints
 from haares.durable import fsync_dir
 
-_NAME = re.compile(r"^step_(\d{8,})\.ckpt$")
 _TRAILER_MAGIC = b"\nHAARES-CKPT v1 sha256="
 
 
 class CorruptCheckpoint(Exception):
     """A checkpoint file failed its length or checksum test, or could not be unpickled."""
-
-
-def checkpoint_path(ckpt_dir: Path, step: int) -> Path:
-    """Where the checkpoint of `step` (optimizer steps completed) lives."""
-    return Path(ckpt_dir) / f"step_{step:08d}.ckpt"
-
-
-def list_checkpoints(ckpt_dir: Path) -> list[tuple[int, Path]]:
-    """(step, path) of every checkpoint-named file in `ckpt_dir`, oldest first; temp files excluded."""
-    ckpt_dir = Path(ckpt_dir)
-    if not ckpt_dir.is_dir():
-        return []
-    found = []
-    for path in ckpt_dir.iterdir():
-        match = _NAME.match(path.name)
-        if match:
-            found.append((int(match.group(1)), path))
-    return sorted(found)
 
 
 def save_checkpoint(ckpt_dir: Path, *, step: int, state: dict[str, Any], keep: int = 2) -> Path:

@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from haares import protocol
+from haares.errors import one_line
 from haares.protocol import (
     EXIT_DEVICE,
     EXIT_OK,
@@ -123,12 +124,6 @@ def run_labels(text: str | None) -> tuple:
         return ()
 
 
-def _last_line(exc: BaseException) -> str:
-    """One-line error summary: exception type and the last line of its message."""
-    lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
-    return f"{type(exc).__name__}: {lines[-1]}" if lines else type(exc).__name__
-
-
 class _TrainReports:
     """haares.train callbacks that send protocol events, remembering which eval steps were sent."""
 
@@ -184,11 +179,11 @@ def run_train(config: dict, events: EventPipe) -> int:
         return EXIT_DEVICE
     except terminal as exc:
         traceback.print_exc()
-        events.send(EventType.ERROR, error=_last_line(exc), terminal=True)
+        events.send(EventType.ERROR, error=one_line(exc, last=True), terminal=True)
         return EXIT_TERMINAL
     except Exception as exc:  # noqa: BLE001 - any other failure is retryable; the log keeps the traceback
         traceback.print_exc()
-        events.send(EventType.ERROR, error=_last_line(exc), terminal=False)
+        events.send(EventType.ERROR, error=one_line(exc, last=True), terminal=False)
         return 1
 
 

@@ -3,14 +3,14 @@
 A pack is a tar.gz of a consistent snapshot of the SQLite queue database (sqlite3's online backup API,
 never a file copy, so a live worker's WAL is included and nothing is torn) plus the run folders' small
 files under HAARES_HOME/runs (evals.jsonl, summary.json, logs, event files); checkpoints only when asked.
-Unpack restores both into a new HAARES_HOME. Owns no queue logic; it rewrites only the attempts' log paths.
+Unpack restores both into a new HAARES_HOME. Owns no queue logic and runs no SQL: the snapshot, its counts and the one rewrite (the attempts' log
+paths) are haares.jobs.snapshot's.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import tarfile
 import tempfile
 import time
@@ -20,6 +20,7 @@ from pathlib import Path
 
 from haares import __version__
 from haares.errors import HaaresError
+from haares.jobs.snapshot import backup, jobs_by_status, rewrite_log_paths, running_jobs
 
 MANIFEST = "haares-pack.json"
 DB_NAME = "haares.db"
@@ -69,17 +70,6 @@ def sqlite_path(db_url: str) -> Path:
     return Path(url.database).expanduser()
 
 
-def _backup(src: Path, dst: Path) -> None:
-    """Copy database `src` into `dst` with sqlite3's online backup API (consistent, WAL included)."""
-    source = sqlite3.connect(f"file:{src}?mode=ro", uri=True, timeout=30)
-    target = sqlite3.connect(dst, timeout=30)
-    try:
-        source.backup(target)
-    finally:
-        target.close()
-        source.close()
-
-
 def _run_files(runs: Path, with_checkpoints: bool) -> list[Path]:
     """Regular files under `runs`, sorted; without checkpoints/ folders unless asked."""
     found = []
@@ -100,9 +90,8 @@ def pack(*, out: Path, db_url: str, home: Path, with_checkpoints: bool = False) 
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".haares-pack-", dir=out.parent) as tmp:
         snapshot = Path(tmp) / DB_NAME
-        _backup(db, snapshot)
-        with sqlite3.connect(snapshot) as conn:
-            running = conn.execute("SELECT COUNT(*) FROM jobs WHERE status = 'running'").fetchone()[0]
+        backup(db, snapshot)
+        running = running_jobs(snapshot)
         manifest = {"format": FORMAT, "haares": __version__, "created": time.time(),
                     "runs_dir": str(runs.resolve()), "with_checkpoints": with_checkpoints}
         (Path(tmp) / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
@@ -144,15 +133,6 @@ def _run_members(tar: tarfile.TarFile, archive: Path) -> list[tarfile.TarInfo]:
     return members
 
 
-def _rewrite_log_paths(db: Path, old_runs: str, new_runs: Path) -> None:
-    """Point the attempts' log paths at the new runs folder (`haares logs` in the next allocation)."""
-    old = old_runs.rstrip("/") + "/"
-    new = str(new_runs.resolve()).rstrip("/") + "/"
-    with sqlite3.connect(db) as conn:
-        conn.execute("UPDATE attempts SET log_path = ? || substr(log_path, ?) WHERE substr(log_path, 1, ?) = ?",
-                     (new, len(old) + 1, len(old), old))
-
-
 def unpack(*, archive: Path, db_url: str, home: Path, force: bool = False) -> UnpackSummary:
     """Restore a pack into `home` and the database of `db_url`. Checks everything before writing anything.
 
@@ -178,10 +158,9 @@ def unpack(*, archive: Path, db_url: str, home: Path, force: bool = False) -> Un
         with tempfile.TemporaryDirectory(prefix=".haares-unpack-", dir=db.parent) as tmp:
             tar.extract(DB_NAME, tmp, filter="data")
             snapshot = Path(tmp) / DB_NAME
-            _rewrite_log_paths(snapshot, manifest["runs_dir"], home / "runs")
-            _backup(snapshot, db)
+            rewrite_log_paths(snapshot, manifest["runs_dir"], home / "runs")
+            backup(snapshot, db)
         (home / "runs").mkdir(parents=True, exist_ok=True)
         tar.extractall(home, members=members, filter="data")
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-        jobs = dict(conn.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status").fetchall())
+    jobs = jobs_by_status(db)
     return UnpackSummary(files=sum(m.isfile() for m in members), db_path=db, jobs=jobs)

@@ -1,7 +1,8 @@
 """A worker's time limit (`haares worker --time-limit 9m`): durations, the deadline, and what may still be claimed.
 
-Owns the rule for "can this job finish before the limit?" (see `estimate_seconds`) and reads the queue
-(never writes it) to apply it. The worker acts on the answers; nothing here imports torch.
+Owns the rule for "can this job finish before the limit?" (see `estimate_seconds`) and applies it to what
+the queue package reads for it (haares.jobs.queries.time_limit_inputs: no SQL here, no writes). The worker
+acts on the answers; nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -9,11 +10,16 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from haares.checkpoint_names import newest_step
 from haares.errors import HaaresError
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
 
 SAFETY = 1.25
 """Estimates are the slowest measured seconds per step times this factor..."""
@@ -130,30 +136,11 @@ def estimate_seconds(*, kind: str, config: dict[str, Any], remaining_steps: int,
     return STARTUP_S + SAFETY * max(0, remaining_steps) * seconds_per_step
 
 
-def checkpoint_step(run_dir: Path) -> int:
-    """Step of the newest checkpoint file in run_dir/checkpoints (0 when none: the run starts over)."""
-    steps = [int(m.group(1)) for p in (run_dir / "checkpoints").glob("step_*.ckpt")
-             if (m := re.match(r"step_(\d+)", p.name))]
-    return max(steps, default=0)
-
-
-def seconds_per_step_by_shape(conn: Any, worker: str | None = None) -> dict[str, float]:
-    """Slowest seconds per step among the HISTORY most recent finished attempts of each config shape
-    (of `worker`'s own attempts when given)."""
-    import sqlalchemy as sa
-
-    from haares.jobs.schema import Attempt, Job
-
-    query = (
-        sa.select(Job.config_json, Attempt.started_at, Attempt.ended_at, Attempt.start_step, Attempt.end_step)
-        .join(Job, Job.id == Attempt.job_id)
-        .where(Job.kind == "train", Attempt.outcome.in_(("succeeded", "preempted")),
-               Attempt.ended_at.is_not(None), Attempt.end_step > sa.func.coalesce(Attempt.start_step, 0))
-        .order_by(Attempt.ended_at.desc())
-    )
-    rows = conn.execute(query if worker is None else query.where(Attempt.worker == worker)).all()
+def seconds_per_step_by_shape(timings: Iterable[Any]) -> dict[str, float]:
+    """Slowest seconds per step among the HISTORY most recent attempts of each config shape, given
+    attempt timings newest first (haares.jobs.queries.time_limit_inputs)."""
     seen: dict[str, list[float]] = {}
-    for row in rows:
+    for row in timings:
         key = shape_key(json.loads(row.config_json))
         rates = seen.setdefault(key, [])
         if len(rates) < HISTORY:
@@ -162,7 +149,7 @@ def seconds_per_step_by_shape(conn: Any, worker: str | None = None) -> dict[str,
     return {key: max(rates) for key, rates in seen.items()}
 
 
-def claimable_ids(*, engine: Any, deadline: Deadline, kinds: tuple[str, ...], runs_dir: Path,
+def claimable_ids(*, engine: Engine, deadline: Deadline, kinds: tuple[str, ...], runs_dir: Path,
                   worker: str | None = None) -> tuple[list[int], int]:
     """(ids of queued jobs that fit before the deadline, in claim order; how many queued jobs do not fit).
 
@@ -172,24 +159,15 @@ def claimable_ids(*, engine: Any, deadline: Deadline, kinds: tuple[str, ...], ru
     measured under (GPU, the --slots sharing it, CUDA MPS, a warm compile cache), and rates from an
     earlier allocation with ten children time-slicing one GPU refused runs that took a minute here.
     """
-    import sqlalchemy as sa
+    from haares.jobs.queries import time_limit_inputs
 
-    from haares.jobs.db import read_tx
-    from haares.jobs.schema import Job
-
-    with read_tx(engine) as conn:
-        queued = conn.execute(
-            sa.select(Job.id, Job.kind, Job.run_key, Job.config_json, Job.total_steps)
-            .where(Job.status == "queued", Job.kind.in_(kinds))
-            .order_by(Job.priority.desc(), Job.pair_index, Job.method_index, Job.id)
-            .limit(CANDIDATES)
-        ).all()
-        rates = seconds_per_step_by_shape(conn, worker) if any(j.kind == "train" for j in queued) else {}
+    queued, timings = time_limit_inputs(engine=engine, kinds=kinds, limit=CANDIDATES, worker=worker)
+    rates = seconds_per_step_by_shape(timings)
     fits: list[int] = []
     for job in queued:
         config = json.loads(job.config_json)
         total = job.total_steps or int(config.get("train", {}).get("steps", 0) or 0)
-        remaining = total - checkpoint_step(runs_dir / job.run_key) if job.kind == "train" else 0
+        remaining = total - newest_step(runs_dir / job.run_key) if job.kind == "train" else 0
         estimate = estimate_seconds(kind=job.kind, config=config, remaining_steps=remaining,
                                     seconds_per_step=rates.get(shape_key(config)))
         if deadline.may_start(estimate):

@@ -23,11 +23,12 @@ import time
 from sqlalchemy.engine import Engine
 
 from haares import __version__
-from haares.errors import HaaresError
+from haares.checkpoint_names import newest_step
+from haares.errors import HaaresError, one_line
 from haares.jobs import (
     Lease,
     finish,
-    make_engine,
+    open_engine,
     reap,
     record_restart,
     register_worker,
@@ -42,8 +43,6 @@ from haares.worker_options import WorkerOptions, check_gpu_visible, parse_gpu, v
 from haares.worker_queue import (
     claim_next,
     handoff_note,
-    local_checkpoint_step,
-    one_line,
     record_event,
     record_finish,
     record_log_path,
@@ -204,7 +203,7 @@ class Worker:
             if note:
                 self.reporter.message(f"job {lease.job_id}: {note}")
                 record_restart(engine=self.engine, lease=lease, note=note,
-                               start_step=local_checkpoint_step(run_dir_for(lease.run_key)))
+                               start_step=newest_step(run_dir_for(lease.run_key)))
             try:
                 r = self._start(lease, note)
             except OSError as exc:
@@ -391,8 +390,5 @@ def run_worker(*, db_url: str, options: WorkerOptions, reporter: Reporter | None
     """
     check_gpu_visible(options.gpu)
     load_kinds_files()
-    engine = make_engine(db_url)
-    try:
+    with open_engine(db_url) as engine:
         return Worker(engine=engine, options=options, reporter=reporter).run()
-    finally:
-        engine.dispose()

@@ -9,9 +9,12 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from haares.errors import HaaresError
+
+if TYPE_CHECKING:
+    from haares.timelimit import Deadline
 
 _GPU_SPEC = re.compile(r"^\d+(,\d+)*$")
 
@@ -119,7 +122,7 @@ class WorkerOptions:
         if self.time_limit_s is not None:
             self.deadline()  # validates the margin and fraction against the limit
 
-    def deadline(self) -> Any:
+    def deadline(self) -> Deadline | None:
         """A fresh haares.timelimit.Deadline starting now, or None without --time-limit."""
         if self.time_limit_s is None:
             return None

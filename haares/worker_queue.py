@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from sqlalchemy.engine import Engine
 
+from haares.checkpoint_names import newest_step
+from haares.errors import one_line
 from haares.jobs import (
     Lease,
     claim,
@@ -40,25 +41,13 @@ def run_dir_for(run_key: str) -> Path:
     return runs_dir() / run_key
 
 
-_CKPT_NAME = re.compile(r"^step_(\d{8,})\.ckpt$")  # haares.checkpoint's naming, read without importing torch
-
-
-def local_checkpoint_step(run_dir: Path) -> int:
-    """Step of the newest checkpoint file in run_dir/checkpoints on this host (0 if none)."""
-    try:
-        names = [p.name for p in (run_dir / "checkpoints").iterdir()]
-    except OSError:
-        return 0
-    return max((int(m.group(1)) for m in map(_CKPT_NAME.match, names) if m), default=0)
-
-
 def handoff_note(lease: Lease, *, host: str, grace_s: float) -> str | None:
     """Why this attempt cannot resume where the job stopped (its checkpoint is on a host whose files
     this one cannot read), or None when it can (docs/worker.md, "Several hosts")."""
     step = lease.ckpt_step or 0
     if not job_kind(lease.kind).resumes or lease.fresh or step <= 0:
         return None
-    here = local_checkpoint_step(run_dir_for(lease.run_key))
+    here = newest_step(run_dir_for(lease.run_key))
     if here >= step:
         return None
     return (f"the checkpoint at step {step} is on host {lease.ckpt_host} ({lease.ckpt_dir}), not readable on {host}; "
@@ -73,7 +62,7 @@ def claim_next(engine: Engine, *, worker_id: str, host: str, pid: int, gpu: str,
     results home holds that checkpoint too.
     """
     readable = tuple(job_id for job_id, run_key, step in foreign_checkpoints(engine=engine, host=host)
-                     if local_checkpoint_step(run_dir_for(run_key)) >= step)
+                     if newest_step(run_dir_for(run_key)) >= step)
     return claim(engine=engine, worker_id=worker_id, host=host, pid=pid, pid_start=process_start_time(pid), gpu=gpu,
                  lease_ttl_s=lease_ttl_s, kinds=kinds, ckpt_grace_s=ckpt_grace_s, readable=readable, job_ids=job_ids)
 
@@ -168,9 +157,3 @@ def record_finish(engine: Engine, r: Running, finish_kwargs: dict) -> bool | Non
                         one_line(exc))
             time.sleep(0.5 * (attempt + 1))
     return None
-
-
-def one_line(exc: BaseException) -> str:
-    """An exception as one line: its type and the first line of its message."""
-    lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
-    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__

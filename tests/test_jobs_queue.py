@@ -390,3 +390,22 @@ def test_lease_expiry_uses_real_clock(engine):
     # Reaped as soon as the database's clock passes the 50 ms lease (polled, not a fixed sleep).
     assert wait_for(lambda: reap(engine=engine), timeout=10, what="the 50 ms lease to expire", every=0.02) == 1
     assert heartbeat(engine=engine, lease=lease, lease_ttl_s=60).alive is False
+
+
+def test_claim_starts_the_attempt_at_the_recorded_checkpoint_not_at_the_reported_progress(engine):
+    from haares.jobs import record_checkpoint
+
+    [jid] = enqueue_sleep(engine=engine, count=1, seconds=0).job_ids
+    first = grab(engine)
+    assert first.start_step == 0  # nothing recorded yet
+    assert record_checkpoint(engine=engine, lease=first, host=HOST, ckpt_dir="/runs/x", step=30)
+    assert heartbeat(engine=engine, lease=first, lease_ttl_s=60, progress={"step": 47}).alive  # past the checkpoint
+    assert finish(engine=engine, lease=first, outcome="preempted", end_step=47)
+    second = grab(engine)
+    assert (second.step, second.ckpt_step, second.start_step) == (47, 30, 30)
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(Attempt.start_step).where(Attempt.job_id == jid, Attempt.attempt_no == 2)
+                            ).scalar_one() == 30
+    assert finish(engine=engine, lease=second, outcome="failed", terminal=True)
+    assert retry(engine=engine, job_ids=[jid], fresh=True) == 1
+    assert grab(engine).start_step == 0  # retry --fresh: the checkpoint is not resumed

@@ -13,7 +13,7 @@ from rich.console import Console
 
 from haares.grids import GRIDS, expand
 from haares.results import paper, reports
-from haares.results.render import print_rich
+from haares.results.render import rich_report
 
 MAIN48 = {(r.cell, r.method, r.seed): {"evals": [(2000, 1.9 - 0.01 * r.method_index)]} for r in expand(GRIDS["main48"])}
 
@@ -29,7 +29,7 @@ def test_paper_values_show_on_a_terminal(sqlite_url):
     engine = build_grid_db(sqlite_url, "main48", MAIN48)
     report = reports.build_report(engine, 12, GRIDS["main48"], with_paper=True)
     console = Console(file=io.StringIO(), width=300, force_terminal=True, color_system=None)
-    print_rich(report, console)
+    console.print(rich_report(report))
     text = console.file.getvalue()
     assert "[paper 1.7995]" in text and "[paper 1.7961]" in text
 

@@ -3,7 +3,7 @@ the LayerScale depth rule, the reference router, a parity test of every scheme a
 a direct, unoptimised transcription of model-spec.md section 4.1, HAARES -> Block AttnRes when the
 detail bias goes to -inf, the stop-gradient on RMS matching, the fixed random signs, and a float64
 gradcheck of HAARES with RMS matching on. The parameter-golf schemes' parity references are in
-golf_reference.py (their other tests: test_golf.py).
+fixtures/golf_reference.py (their other tests: test_golf.py).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import get_args
 
 import pytest
 import torch
-from golf_reference import GOLF_SCHEMES, golf_reference_stream
+from fixtures.golf_reference import GOLF_SCHEMES, golf_reference_stream
 
 import haares.residual.haares as haares_module
 from haares.config import ModelConfig, ResidualName

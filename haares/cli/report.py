@@ -90,11 +90,11 @@ def write_plot(engine: Engine, spec: Grid, path: Path, *, kind: str, title: str)
 
 def print_report(built: Report, fmt: str) -> None:
     """Write the report to stdout: rich tables in colour on a terminal, else the text of `fmt`."""
-    from haares.results.render import print_rich, render
+    from haares.results.render import render, rich_report
 
     if fmt == "table" and sys.stdout.isatty():
         from rich.console import Console
 
-        print_rich(built, Console())
+        Console().print(rich_report(built))
     else:
         sys.stdout.write(render(built, fmt))

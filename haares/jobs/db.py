@@ -153,7 +153,7 @@ def where(parsed: sa.URL) -> str:
 
 def open_error(parsed: sa.URL, exc: DBAPIError) -> HaaresError:
     """A one-line HaaresError for a database that opened but cannot be read or written."""
-    first = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else type(exc).__name__
+    first = first_line(exc.orig) if exc.orig is not None else type(exc).__name__
     text, place = first.lower(), where(parsed)
     if "not a database" in text:
         return HaaresError(f"{place} is not a SQLite database ({first}); pass another --db or move the file away")
@@ -294,7 +294,7 @@ def _pg_engine(parsed: sa.URL, *, read_only: bool = False) -> Engine:
             conn.execute(sa.text("SELECT 1"))
     except DBAPIError as exc:
         engine.dispose()
-        first = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else type(exc).__name__
+        first = first_line(exc.orig) if exc.orig is not None else type(exc).__name__
         raise HaaresError(f"cannot connect to PostgreSQL at {where(parsed)}: {first}") from None
     return engine
 

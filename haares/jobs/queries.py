@@ -1,4 +1,5 @@
-"""Read-only queries of one job's attempts (for `haares logs`); no writes, no locks.
+"""Read-only queries: one job's attempts (for `haares logs`), and what a worker's time limit weighs
+(queued jobs in claim order, finished attempts' timings; haares.timelimit); no writes, no locks.
 
 The read models of `haares status` are in jobs/views.py; every write is in lease.py, admin.py and friends.
 """
@@ -6,6 +7,7 @@ The read models of `haares status` are in jobs/views.py; every write is in lease
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import Engine
@@ -45,3 +47,33 @@ def attempt_ended(*, engine: Engine, job_id: int, attempt_no: int) -> bool:
                                                                  Attempt.attempt_no >= attempt_no)
         ).all()
     return any(r.ended_at is not None or r.attempt_no > attempt_no for r in rows)
+
+
+def time_limit_inputs(*, engine: Engine, kinds: tuple[str, ...], limit: int,
+                      worker: str | None = None) -> tuple[list[Any], list[Any]]:
+    """(queued jobs, attempt timings), read in one transaction, for haares.timelimit.claimable_ids.
+
+    Queued jobs of `kinds`, at most `limit`, in claim order: rows of (id, kind, run_key, config_json,
+    total_steps). Timings, only when a queued job is a `train` one (else []): the succeeded or preempted
+    train attempts that advanced, newest end first (of `worker` only, when given), as rows of
+    (config_json, started_at, ended_at, start_step, end_step).
+    """
+    with read_tx(engine) as conn:
+        queued = conn.execute(
+            sa.select(Job.id, Job.kind, Job.run_key, Job.config_json, Job.total_steps)
+            .where(Job.status == "queued", Job.kind.in_(kinds))
+            .order_by(Job.priority.desc(), Job.pair_index, Job.method_index, Job.id)
+            .limit(limit)
+        ).all()
+        if not any(j.kind == "train" for j in queued):
+            return queued, []
+        timings = (
+            sa.select(Job.config_json, Attempt.started_at, Attempt.ended_at, Attempt.start_step, Attempt.end_step)
+            .join(Job, Job.id == Attempt.job_id)
+            .where(Job.kind == "train", Attempt.outcome.in_(("succeeded", "preempted")),
+                   Attempt.ended_at.is_not(None), Attempt.end_step > sa.func.coalesce(Attempt.start_step, 0))
+            .order_by(Attempt.ended_at.desc())
+        )
+        if worker is not None:
+            timings = timings.where(Attempt.worker == worker)
+        return queued, conn.execute(timings).all()

@@ -50,19 +50,21 @@ def to_rich_text(report: Report, *, width: int = 240) -> str:
     from rich.console import Console
 
     console = Console(file=io.StringIO(), width=width, color_system=None, force_terminal=False)
-    print_rich(report, console)
+    console.print(rich_report(report))
     return console.file.getvalue()
 
 
-def print_rich(report: Report, console: object) -> None:
-    """Print the report on a rich Console (colour when it is a terminal)."""
+def rich_report(report: Report) -> object:
+    """The report as one rich renderable (title, caption, a table and its notes per section); the CLI
+    prints it (colour on a terminal), to_rich_text renders it to text. Prints nothing itself."""
+    from rich.console import Group
     from rich.markup import escape
     from rich.table import Table
+    from rich.text import Text
 
     # Cells are data, not markup: "[paper 1.7995]" would otherwise be read as a style tag and vanish.
-    console.print(f"[bold]{escape(report.title)}[/bold]")
-    for line in report.caption:
-        console.print(line, markup=False, highlight=False)
+    parts: list[object] = [f"[bold]{escape(report.title)}[/bold]"]
+    parts += [Text(line) for line in report.caption]
     for section in report.sections:
         table = Table(title=escape(section.title) or None, title_justify="left", show_lines=False)
         table.add_column(escape(section.frame.index.name or ""), no_wrap=True)
@@ -70,9 +72,9 @@ def print_rich(report: Report, console: object) -> None:
             table.add_column(escape(str(column)), justify="right")  # may wrap on a narrow terminal
         for label, row in section.frame.iterrows():
             table.add_row(escape(str(label)), *(escape(str(v)) for v in row))
-        console.print(table)
-        for note in section.notes:
-            console.print(note, markup=False, highlight=False)
+        parts.append(table)
+        parts += [Text(note) for note in section.notes]
+    return Group(*parts)
 
 
 def to_markdown(report: Report) -> str:
