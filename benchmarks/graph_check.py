@@ -3,7 +3,7 @@
 Builds one model twice from the same seed, trains STEPS steps on the same batches through the
 trainer's own `TrainStep` (compiled sublayers, fused router), once eager and once captured, and prints
 per-step losses, their largest difference and the steps/s of each. Written to check Muon under
-capture before the fast path's auto turned graphs on for it (AdamW was checked the same way before).
+capture before the fast path's auto turns graphs on for it (it leaves Muon eager until then).
 
     python benchmarks/graph_check.py --optimizer muon --scheme standard --steps 40 [--json out.json]
 """

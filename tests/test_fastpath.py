@@ -28,10 +28,10 @@ def test_auto_is_the_fast_path_on_cuda_and_the_reference_on_the_cpu():
     assert resolve_fast_path(explicit, CPU) == FastPath(router="fused", compile=False, cuda_graph=False)
 
 
-def test_auto_captures_muon_steps_too():
+def test_auto_leaves_muon_steps_eager_until_checked_on_a_gpu():
     muon = TrainConfig(optimizer="muon")
-    assert resolve_fast_path(muon, CUDA) == FastPath(router="fused", compile=True, cuda_graph=True)
-    assert not resolve_fast_path(TrainConfig(optimizer="muon", cuda_graph=False), CUDA).cuda_graph
+    assert resolve_fast_path(muon, CUDA) == FastPath(router="fused", compile=True, cuda_graph=False)
+    assert resolve_fast_path(TrainConfig(optimizer="muon", cuda_graph=True), CUDA).cuda_graph
     assert resolve_fast_path(muon, CPU).cuda_graph is False
 
 
