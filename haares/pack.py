@@ -3,8 +3,8 @@
 A pack is a tar.gz of a consistent snapshot of the SQLite queue database (sqlite3's online backup API,
 never a file copy, so a live worker's WAL is included and nothing is torn) plus the run folders' small
 files under HAARES_HOME/runs (evals.jsonl, summary.json, logs, event files); checkpoints only when asked.
-Unpack restores both into a new HAARES_HOME. Owns no queue logic and runs no SQL: the snapshot, its counts and the one rewrite (the attempts' log
-paths) are haares.jobs.snapshot's.
+Unpack restores both into a new HAARES_HOME. Owns no queue logic and runs no SQL: the snapshot, its
+counts and the one rewrite (the attempts' log paths) are haares.jobs.snapshot's.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 
 from haares import __version__
 from haares.errors import HaaresError
-from haares.jobs.snapshot import backup, jobs_by_status, rewrite_log_paths, running_jobs
+from haares.jobs.snapshot import backup, jobs_by_status, rewrite_log_paths
 
 MANIFEST = "haares-pack.json"
 DB_NAME = "haares.db"
@@ -91,7 +91,7 @@ def pack(*, out: Path, db_url: str, home: Path, with_checkpoints: bool = False) 
     with tempfile.TemporaryDirectory(prefix=".haares-pack-", dir=out.parent) as tmp:
         snapshot = Path(tmp) / DB_NAME
         backup(db, snapshot)
-        running = running_jobs(snapshot)
+        running = jobs_by_status(snapshot).get("running", 0)
         manifest = {"format": FORMAT, "haares": __version__, "created": time.time(),
                     "runs_dir": str(runs.resolve()), "with_checkpoints": with_checkpoints}
         (Path(tmp) / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")

@@ -20,12 +20,6 @@ def backup(src: Path, dst: Path) -> None:
         source.close()
 
 
-def running_jobs(db: Path) -> int:
-    """How many jobs the database file shows running."""
-    with sqlite3.connect(db) as conn:
-        return int(conn.execute("SELECT COUNT(*) FROM jobs WHERE status = 'running'").fetchone()[0])
-
-
 def jobs_by_status(db: Path) -> dict[str, int]:
     """{status: number of jobs} of the database file, opened read-only."""
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
