@@ -16,12 +16,10 @@ import time
 
 import torch
 
+from haares.bench import build_train_step
 from haares.config import ModelConfig, TrainConfig
-from haares.fastpath import FastPath, apply_fast_path, matmul_precision
+from haares.fastpath import FastPath, matmul_precision
 from haares.grids import expand, get_grid
-from haares.model import build_model
-from haares.optim import make_optimizer
-from haares.step import TrainStep
 
 
 def train(
@@ -29,11 +27,8 @@ def train(
 ) -> tuple[list[float], float]:
     """Per-step losses (nats) and timed steps/s over the steps after warm-up/capture."""
     with matmul_precision(train_cfg.precision):
-        model = build_model(cfg, seed=42).to(device)
-        optimizer = make_optimizer(model, train_cfg, device, capturable=graph)
-        apply_fast_path(model, FastPath(router="fused", compile=True, cuda_graph=graph))
-        step = TrainStep(model, optimizer, grad_clip=train_cfg.grad_clip, precision=train_cfg.precision,
-                         cuda_graph=graph, compiled=True)
+        step = build_train_step(cfg, train_cfg, FastPath(router="fused", compile=True, cuda_graph=graph),
+                                device, seed=42)
         gen = torch.Generator(device="cpu").manual_seed(0)
         batches = [torch.randint(0, cfg.vocab_size, (train_cfg.batch_size, seq_len + 1), generator=gen).to(device)
                    for _ in range(steps)]

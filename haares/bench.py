@@ -64,6 +64,17 @@ def matmul_peak_tflops(device: torch.device, n: int = 8192, iters: int = 20) -> 
     return 2 * n**3 * iters / (time.perf_counter() - t0) / 1e12
 
 
+def build_train_step(cfg: ModelConfig, train_cfg: TrainConfig, fast: FastPath, device: torch.device, *,
+                     seed: int) -> TrainStep:
+    """The trainer's step for a model built from `seed`: its optimizer (capturable for a graph), the fast
+    path applied, clipping and precision from `train_cfg`. Call inside `matmul_precision`."""
+    model = build_model(cfg, seed=seed).to(device)
+    optimizer = make_optimizer(model, train_cfg, device, capturable=fast.cuda_graph)
+    apply_fast_path(model, fast)
+    return TrainStep(model, optimizer, grad_clip=train_cfg.grad_clip, precision=train_cfg.precision,
+                     cuda_graph=fast.cuda_graph, compiled=fast.compile)
+
+
 def bench_one(
     cfg: ModelConfig,
     *,
@@ -81,11 +92,7 @@ def bench_one(
     Untimed first: the steps that compile or capture, then `warmup` more. Memory peak over all of them.
     """
     with matmul_precision(precision):
-        model = build_model(cfg, seed=0).to(device)
-        optimizer = make_optimizer(model, TrainConfig(), device, capturable=fast.cuda_graph)
-        apply_fast_path(model, fast)
-        step = TrainStep(model, optimizer, grad_clip=1.0, precision=precision,
-                         cuda_graph=fast.cuda_graph, compiled=fast.compile)
+        step = build_train_step(cfg, TrainConfig(precision=precision), fast, device, seed=0)
         gen = torch.Generator(device="cpu").manual_seed(0)
         tokens = torch.randint(0, cfg.vocab_size, (batch_size, seq_len + 1), generator=gen).to(device)
 
