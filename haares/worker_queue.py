@@ -50,6 +50,12 @@ def handoff_note(lease: Lease, *, host: str, grace_s: float) -> str | None:
     here = newest_step(run_dir_for(lease.run_key))
     if here >= step:
         return None
+    if lease.ckpt_host == host:
+        # Same host name, file gone: a machine that came back bare (a new allocation, a preemptible
+        # instance) with the queue but not the checkpoints. No grace period applied: the claim rule
+        # treats this host's own checkpoints as readable.
+        return (f"the checkpoint at step {step} recorded on this host ({lease.ckpt_dir}) is not there now "
+                f"(the queue came back without it?); restarted from step {here}")
     return (f"the checkpoint at step {step} is on host {lease.ckpt_host} ({lease.ckpt_dir}), not readable on {host}; "
             f"after waiting {grace_s:g} s for that host, restarted from step {here}")
 
