@@ -1,6 +1,6 @@
 """The note a worker writes when an attempt cannot resume where its job stopped: a checkpoint on
 another host (after its grace period) and a checkpoint of this host's name that is gone (a machine
-that came back bare) are told apart, and a readable checkpoint gives no note."""
+that came back bare) are told apart, and a job with no checkpoint recorded gives no note."""
 
 from __future__ import annotations
 
