@@ -18,6 +18,7 @@ from haares.errors import one_line
 from haares.protocol import (
     EXIT_DEVICE,
     EXIT_OK,
+    EXIT_OUT_OF_MEMORY,
     EXIT_PARENT_GONE,
     EXIT_PREEMPTED,
     EXIT_TERMINAL,
@@ -160,6 +161,7 @@ def run_train(config: dict, events: EventPipe) -> int:
     from haares.errors import HaaresError
 
     terminal: tuple[type[BaseException], ...] = (ConfigError, HaaresError)
+    out_of_memory: tuple[type[BaseException], ...] = ()  # torch's, once torch is imported
     # Under srun, slurmstepd sends Slurm's USR1 warning to every process of the step, this one too:
     # the worker decides (it sends SIGTERM, on which train() checkpoints), so the default action
     # (terminate, which would count as a failure) must not apply.
@@ -169,10 +171,16 @@ def run_train(config: dict, events: EventPipe) -> int:
 
         from haares import train as trainer
 
-        terminal = terminal + (trainer.NonFiniteLoss, torch.cuda.OutOfMemoryError)
+        terminal = terminal + (trainer.NonFiniteLoss,)
+        out_of_memory = (torch.cuda.OutOfMemoryError,)
         return _train(config, events, trainer)
     except ParentGone:
         raise
+    except out_of_memory as exc:
+        traceback.print_exc()
+        # Whether this is worth another try depends on what else shared the GPU, which only the worker knows.
+        events.send(EventType.ERROR, error=one_line(exc, last=True), terminal=False)
+        return EXIT_OUT_OF_MEMORY
     except DeviceMismatch as exc:
         print(f"haares.child: {exc}", file=sys.stderr, flush=True)
         events.send(EventType.ERROR, error=str(exc), terminal=False)

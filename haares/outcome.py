@@ -9,7 +9,7 @@ import signal
 from dataclasses import dataclass
 from typing import Any
 
-from haares.protocol import EXIT_DEVICE, EXIT_OK, EXIT_PREEMPTED, EXIT_TERMINAL
+from haares.protocol import EXIT_DEVICE, EXIT_OK, EXIT_OUT_OF_MEMORY, EXIT_PREEMPTED, EXIT_TERMINAL
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,7 @@ def outcome_of(
     preempted_step: int | None,
     checkpoint_step: int | None,
     last_log_line: str | None = None,
+    device_shared_with: int = 0,
 ) -> Outcome:
     """The outcome of a child that exited with `exit_code` (negative: killed by that signal).
 
@@ -47,6 +48,9 @@ def outcome_of(
     `stop_reason` is why the worker stopped it, if it did ("cancel", "preempt", "db_down", "lost");
     `last_log_line` stands in for an error the child did not send. A child stopped for preemption or a
     database outage that sent no result is preempted, whatever its exit code: the worker asked it to end.
+    `device_shared_with` counts the worker's other children on the same GPU when this one ended: a CUDA
+    out-of-memory beside them may be theirs, so the job goes back to the queue without using a retry
+    (the worker then runs fewer at once); alone on the GPU, the run does not fit and retrying cannot help.
     """
     end_step = preempted_step if preempted_step is not None else checkpoint_step
     if exit_code == EXIT_OK and result is not None:
@@ -59,6 +63,14 @@ def outcome_of(
         return Outcome("preempted", exit_code, end_step, error=f"preempted ({why})")
     if exit_code == EXIT_DEVICE:
         return Outcome("failed", exit_code, end_step, error=error or "the child's device is not the worker's")
+    if exit_code == EXIT_OUT_OF_MEMORY:
+        oom = error or "CUDA out of memory"
+        if device_shared_with > 0:
+            return Outcome("preempted", exit_code, end_step,
+                           error=f"{oom} (beside {device_shared_with} other run(s) on the GPU; requeued, "
+                                 "no retry used)")
+        return Outcome("failed", exit_code, end_step, terminal=True,
+                       error=f"{oom} (alone on the GPU: this run does not fit it; use a smaller batch or model)")
     if exit_code == EXIT_TERMINAL:
         return Outcome("failed", exit_code, end_step, terminal=True,
                        error=error or last_log_line or "terminal failure")

@@ -55,9 +55,13 @@ EVENT_FIELDS: dict[EventType, tuple[str, ...]] = {
 # Exit codes of a child (sysexits.h names where one fits); any other code is a retryable failure.
 EXIT_OK = 0
 EXIT_TERMINAL = 65
-"""EX_DATAERR: NonFiniteLoss, bad config, CUDA OOM; failed without a retry."""
+"""EX_DATAERR: NonFiniteLoss, bad config; failed without a retry."""
 EXIT_DEVICE = 69
 """EX_UNAVAILABLE: the device is not what the worker promised; nothing trained, the worker stops claiming."""
+EXIT_OUT_OF_MEMORY = 71
+"""CUDA out of memory. Alone on its GPU the run does not fit: failed without a retry. Beside other
+runs of the worker (--slots) the others may be what filled the card: requeued without using a retry,
+and the worker runs fewer at once (haares.outcome.outcome_of)."""
 EXIT_PARENT_GONE = 70
 """The worker died; nobody will record this attempt."""
 EXIT_PREEMPTED = 75

@@ -36,7 +36,7 @@ from haares.jobs import (
 )
 from haares.kinds import JOB_KINDS, job_kind, load_kinds_files, total_steps
 from haares.outcome import outcome_of
-from haares.protocol import EXIT_DEVICE, EventType
+from haares.protocol import EXIT_DEVICE, EXIT_OUT_OF_MEMORY, EventType
 from haares.settings import host_name, runs_dir
 from haares.worker_child import EventItem, Running, child_env, last_log_line, start_running
 from haares.worker_options import WorkerOptions, check_gpu_visible, parse_gpu, visible_gpu_count
@@ -83,6 +83,8 @@ class Worker:
         self._stops_announced = 0
         self.deadline = options.deadline()
         self._unfit_announced = False
+        self.slots = options.slots
+        """How many children may run at once: --slots, lowered by one after each CUDA out-of-memory beside others."""
 
     def run(self) -> WorkerSummary:
         """Register, then claim / run / record until the queue is empty (or forever with wait)."""
@@ -180,7 +182,7 @@ class Worker:
         return self.opt.max_jobs is not None and self.summary.claimed >= self.opt.max_jobs
 
     def _may_claim(self) -> bool:
-        return not self.stop_requests and not self._claim_limit_hit() and len(self.running) < self.opt.slots
+        return not self.stop_requests and not self._claim_limit_hit() and len(self.running) < self.slots
 
     def _try_fill(self) -> bool:
         """_fill_slots, with DB trouble reported and treated as an empty queue (polled again later)."""
@@ -341,9 +343,11 @@ class Worker:
     def _finalize(self, r: Running) -> None:
         """Record a finished child (unless fenced out) and forget it."""
         code = r.child.poll()
+        with self.lock:
+            others = len(self.running) - 1  # the worker's children share one GPU (--gpu)
         ended = outcome_of(code, result=r.result, error=r.error, stop_reason=r.stop_reason,
                            preempted_step=r.preempted_step, checkpoint_step=r.checkpoint_step,
-                           last_log_line=last_log_line(r.log_path))
+                           last_log_line=last_log_line(r.log_path), device_shared_with=others)
         outcome, wrote = ("lost", None) if r.lost else self._record(r, ended.finish_kwargs())
         with self.lock:
             self.running.pop(r.job_id, None)
@@ -351,6 +355,10 @@ class Worker:
             # The device this worker promised is not there: claiming more would only fail them too.
             self.reporter.message(f"job {r.job_id}: {r.error or 'device mismatch'}; this worker stops claiming")
             self.request_stop("device mismatch")
+        if code == EXIT_OUT_OF_MEMORY and others > 0 and self.slots > 1:
+            self.slots = max(1, min(self.slots, others + 1) - 1)
+            self.reporter.message(f"job {r.job_id}: CUDA out of memory beside {others} other run(s); requeued "
+                                  f"without using a retry, and this worker now runs at most {self.slots} at once")
         self.summary.add(outcome)
         self.reporter.finished(r, outcome, bool(wrote))
 

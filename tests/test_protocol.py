@@ -12,7 +12,7 @@ import pytest
 
 from haares import protocol
 from haares.outcome import outcome_of
-from haares.protocol import EXIT_DEVICE, EXIT_OK, EXIT_PREEMPTED, EXIT_TERMINAL, EventType
+from haares.protocol import EXIT_DEVICE, EXIT_OK, EXIT_OUT_OF_MEMORY, EXIT_PREEMPTED, EXIT_TERMINAL, EventType
 
 
 def test_an_event_round_trips_through_the_pipe():
@@ -72,6 +72,16 @@ def test_terminal_and_device_failures():
     assert (terminal.outcome, terminal.terminal, terminal.error) == ("failed", True, "NonFiniteLoss: loss is nan")
     device = _outcome(EXIT_DEVICE, error="the worker promised GPU 7")
     assert (device.outcome, device.terminal, device.error) == ("failed", False, "the worker promised GPU 7")
+
+
+def test_out_of_memory_is_requeued_only_beside_other_runs():
+    beside = _outcome(EXIT_OUT_OF_MEMORY, error="OutOfMemoryError: CUDA out of memory.", device_shared_with=3,
+                      checkpoint_step=40)
+    assert (beside.outcome, beside.terminal, beside.end_step) == ("preempted", False, 40)
+    assert beside.error.startswith("OutOfMemoryError: CUDA out of memory. (beside 3 other run(s)")
+    alone = _outcome(EXIT_OUT_OF_MEMORY, error="OutOfMemoryError: CUDA out of memory.")
+    assert (alone.outcome, alone.terminal) == ("failed", True)
+    assert "alone on the GPU" in alone.error
 
 
 def test_a_signal_names_itself_and_other_codes_fall_back_to_the_log():
