@@ -81,3 +81,14 @@ def outcome_of(
     else:
         message = error or last_log_line or f"exit code {exit_code}"
     return Outcome("failed", exit_code, end_step, error=message)
+
+
+def slots_after_out_of_memory(exit_code: int | None, *, slots: int, shared_with: int) -> int:
+    """The worker's slot count after a child ended with `exit_code` beside `shared_with` others.
+
+    A CUDA out-of-memory on a shared GPU means the GPU holds fewer runs than --slots asked for: at most
+    one fewer than were running together (never below one). Any other end leaves `slots` as it was.
+    """
+    if exit_code != EXIT_OUT_OF_MEMORY or shared_with == 0 or slots <= 1:
+        return slots
+    return max(1, min(slots, shared_with + 1) - 1)

@@ -35,8 +35,8 @@ from haares.jobs import (
     touch_worker,
 )
 from haares.kinds import JOB_KINDS, job_kind, load_kinds_files, total_steps
-from haares.outcome import outcome_of
-from haares.protocol import EXIT_DEVICE, EXIT_OUT_OF_MEMORY, EventType
+from haares.outcome import outcome_of, slots_after_out_of_memory
+from haares.protocol import EXIT_DEVICE, EventType
 from haares.settings import host_name, runs_dir
 from haares.worker_child import EventItem, Running, child_env, last_log_line, start_running
 from haares.worker_options import WorkerOptions, check_gpu_visible, parse_gpu, visible_gpu_count
@@ -83,8 +83,7 @@ class Worker:
         self._stops_announced = 0
         self.deadline = options.deadline()
         self._unfit_announced = False
-        self.slots = options.slots
-        """How many children may run at once: --slots, lowered by one after each CUDA out-of-memory beside others."""
+        self.slots = options.slots  # at most this many children at once: --slots, less one per shared-GPU OOM
 
     def run(self) -> WorkerSummary:
         """Register, then claim / run / record until the queue is empty (or forever with wait)."""
@@ -343,8 +342,7 @@ class Worker:
     def _finalize(self, r: Running) -> None:
         """Record a finished child (unless fenced out) and forget it."""
         code = r.child.poll()
-        with self.lock:
-            others = len(self.running) - 1  # the worker's children share one GPU (--gpu)
+        others = len(self.running) - 1  # the worker's children share one GPU (--gpu); a len() needs no lock
         ended = outcome_of(code, result=r.result, error=r.error, stop_reason=r.stop_reason,
                            preempted_step=r.preempted_step, checkpoint_step=r.checkpoint_step,
                            last_log_line=last_log_line(r.log_path), device_shared_with=others)
@@ -355,8 +353,9 @@ class Worker:
             # The device this worker promised is not there: claiming more would only fail them too.
             self.reporter.message(f"job {r.job_id}: {r.error or 'device mismatch'}; this worker stops claiming")
             self.request_stop("device mismatch")
-        if code == EXIT_OUT_OF_MEMORY and others > 0 and self.slots > 1:
-            self.slots = max(1, min(self.slots, others + 1) - 1)
+        slots = slots_after_out_of_memory(code, slots=self.slots, shared_with=others)
+        if slots != self.slots:
+            self.slots = slots
             self.reporter.message(f"job {r.job_id}: CUDA out of memory beside {others} other run(s); requeued "
                                   f"without using a retry, and this worker now runs at most {self.slots} at once")
         self.summary.add(outcome)
@@ -392,10 +391,7 @@ class Worker:
 
 
 def run_worker(*, db_url: str, options: WorkerOptions, reporter: Reporter | None = None) -> WorkerSummary:
-    """Open the database (HaaresError if unusable) and run a worker until done; see Worker.run.
-
-    Loads the extra job kinds named in HAARES_KINDS_FILE first (haares.kinds).
-    """
+    """Load HAARES_KINDS_FILE's kinds, open the database (HaaresError if unusable), run a worker until done."""
     check_gpu_visible(options.gpu)
     load_kinds_files()
     with open_engine(db_url) as engine:

@@ -12,6 +12,7 @@ from fixtures.sleep_kind import enqueue_sleep
 from fixtures.workers import rows, start_worker
 
 from haares.jobs.db import make_engine
+from haares.outcome import slots_after_out_of_memory
 from haares.protocol import EXIT_OUT_OF_MEMORY
 
 
@@ -53,3 +54,16 @@ def test_out_of_memory_alone_on_the_gpu_fails_without_a_retry(sqlite_url, tmp_pa
     assert rows(engine, "SELECT COUNT(*) FROM attempts WHERE job_id = :j", j=oom) == [(1,)]
     assert "now runs at most" not in shown
     engine.dispose()
+
+
+@pytest.mark.parametrize(("exit_code", "slots", "shared_with", "expected"), [
+    (EXIT_OUT_OF_MEMORY, 4, 3, 3),   # four ran together: the GPU holds three
+    (EXIT_OUT_OF_MEMORY, 4, 1, 1),   # two ran together: the GPU holds one
+    (EXIT_OUT_OF_MEMORY, 2, 1, 1),
+    (EXIT_OUT_OF_MEMORY, 1, 0, 1),   # never below one
+    (EXIT_OUT_OF_MEMORY, 3, 0, 3),   # alone on the GPU: terminal, slots unchanged
+    (0, 4, 3, 4),                    # any other end leaves the slots as they were
+    (None, 4, 3, 4),
+])
+def test_slots_after_out_of_memory(exit_code, slots, shared_with, expected):
+    assert slots_after_out_of_memory(exit_code, slots=slots, shared_with=shared_with) == expected
