@@ -18,6 +18,7 @@
 #   jobs preempt just as cleanly; runs cut there start over in the next allocation, or resume from
 #   their checkpoints when the next call finds this machine still warm, as a shared filesystem would);
 #   ENQUEUE="grid:seeds:priority ..." enqueues those (seeds comma-separated) before the drain;
+#   RETRY="job_id ..." requeues those failed jobs (`haares retry`) before the drain;
 #   BENCH=SECONDS runs `haares bench` (medium 48L, bf16, the three schemes) after the pack, MPS stopped.
 set -u
 OUT=${1:?outdir}; DEADLINE=${2:-540}; SLOTS=${3:-4}
@@ -60,6 +61,7 @@ for spec in ${ENQUEUE:-}; do
   IFS=: read -r grid seeds priority <<< "$spec"
   $H enqueue --grid "$grid" --seeds "$seeds" --priority="$priority"
 done
+if [ -n "${RETRY:-}" ]; then $H retry ${RETRY}; fi
 for grid in ${HOLD:-}; do $H hold --grid "$grid"; done
 left=$((DEADLINE - SECONDS))
 echo "draining for ${left}s on $SLOTS slots"
