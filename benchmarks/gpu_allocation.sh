@@ -19,6 +19,8 @@
 #   their checkpoints when the next call finds this machine still warm, as a shared filesystem would);
 #   ENQUEUE="grid:seeds:priority ..." enqueues those (seeds comma-separated) before the drain;
 #   RETRY="job_id ..." requeues those failed jobs (`haares retry`) before the drain;
+#   SLOTS_CHECK="s1,s2,s3,s4,s5" enqueues slots_check at those five new seeds and trains one run alone,
+#   then four at once (`--slots 1 --max-jobs 1`, then `--slots 4 --max-jobs 4`), before the drain;
 #   BENCH=SECONDS runs `haares bench` (medium 48L, bf16, the three schemes) after the pack, MPS stopped.
 set -u
 OUT=${1:?outdir}; DEADLINE=${2:-540}; SLOTS=${3:-4}
@@ -62,6 +64,11 @@ for spec in ${ENQUEUE:-}; do
   $H enqueue --grid "$grid" --seeds "$seeds" --priority="$priority"
 done
 if [ -n "${RETRY:-}" ]; then $H retry ${RETRY}; fi
+if [ -n "${SLOTS_CHECK:-}" ]; then
+  $H enqueue --grid slots_check --seeds "$SLOTS_CHECK" --priority 9
+  $H worker --gpu 0 --slots 1 --max-jobs 1 > "/tmp/logs/worker-slots1-$n.log" 2>&1; echo "one slot done after ${SECONDS}s"
+  $H worker --gpu 0 --slots 4 --max-jobs 4 > "/tmp/logs/worker-slots4-$n.log" 2>&1; echo "four slots done after ${SECONDS}s"
+fi
 for grid in ${HOLD:-}; do $H hold --grid "$grid"; done
 left=$((DEADLINE - SECONDS))
 echo "draining for ${left}s on $SLOTS slots"
