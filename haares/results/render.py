@@ -162,6 +162,9 @@ METHOD_NAMES = {
     "haares_random_sign": "Random-sign detail", "haares_bias_0": "Fixed bias=0",
     "haares_bias_-2": "Fixed bias=-2", "haares_bias_-4": "Fixed bias=-4",
     "haares_no_rms": "HAARES w/o RMS matching",
+    # The golf grid's techniques (docs/golf.md).
+    "value_gate": "Value Residual + Gated Attn", "recurrent": "Depth recurrence",
+    "unet": "U-Net skips", "golf_attnres": "Golf Block AttnRes", "muon": "Muon",
 }
 DASH = "—"
 
