@@ -21,6 +21,9 @@
 #   RETRY="job_id ..." requeues those failed jobs (`haares retry`) before the drain;
 #   SLOTS_CHECK="s1,s2,s3,s4,s5" enqueues slots_check at those five new seeds and trains one run alone,
 #   then four at once (`--slots 1 --max-jobs 1`, then `--slots 4 --max-jobs 4`), before the drain;
+#   PACK_EVERY=SECONDS also packs OUTDIR/state.tgz (and the logs) that often during the drain, so a call
+#   cut short before its final pack still brings back every run finished by then (a snapshot taken
+#   mid-run shows that run `running`: the next allocation reclaims it when its lease expires);
 #   BENCH=SECONDS runs `haares bench` (medium 48L, bf16, the three schemes) after the pack, MPS stopped.
 set -u
 OUT=${1:?outdir}; DEADLINE=${2:-540}; SLOTS=${3:-4}
@@ -72,6 +75,18 @@ fi
 for grid in ${HOLD:-}; do $H hold --grid "$grid"; done
 left=$((DEADLINE - SECONDS))
 echo "draining for ${left}s on $SLOTS slots"
+packer=""
+if [ -n "${PACK_EVERY:-}" ]; then
+  # Stopped by a flag file, not a signal, so that a pack in progress finishes before the final one.
+  ( last=$SECONDS
+    while [ ! -f /tmp/stop-packing ]; do
+      sleep 1
+      if (( SECONDS - last >= PACK_EVERY )); then
+        $H pack "$OUT/state.tgz" > /dev/null 2>&1; tar czf "$OUT/logs.tgz" -C /tmp logs 2>/dev/null; last=$SECONDS
+      fi
+    done ) &
+  packer=$!
+fi
 # --claim-fraction 0.2: a run of a shape with no timing yet (a 12-layer run, say) is still claimed until
 # 80% of the limit has gone; the margin preempts it cleanly if the guess was wrong.
 if [ "${STOP:-}" = term ]; then
@@ -80,6 +95,7 @@ else
   $H worker --gpu 0 --slots "$SLOTS" --time-limit "${left}s" --claim-fraction 0.2 > "/tmp/logs/worker-drain-$n.log" 2>&1
 fi
 echo "drain stopped after ${SECONDS}s"; kill $smi
+touch /tmp/stop-packing; if [ -n "$packer" ]; then wait "$packer"; fi; rm -f /tmp/stop-packing
 for grid in ${HOLD:-}; do $H release --grid "$grid"; done
 $H status > "/tmp/logs/status-$n.txt" 2>&1
 $H pack "$OUT/state.tgz"
