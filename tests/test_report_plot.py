@@ -47,3 +47,25 @@ def test_paired_differences_of_nothing_is_a_user_error(tmp_path):
     with pytest.raises(HaaresError, match="no evaluations"):
         plot.plot_paired_differences(empty, tmp_path / "x.png", methods=["a"], baseline="a", seeds=[1],
                                      cells=[""], title="t")
+
+
+def test_a_one_cell_grid_of_many_methods_gets_one_panel_per_method(tmp_path, monkeypatch):
+    ablations = ["haares_dup_b", "haares_random_sign", "haares_bias_0", "haares_no_rms", "block_attnres"]
+    rows = [{"cell": "", "method": m, "seed": seed, "step": step, "val_loss": 2.0 + 0.01 * i}
+            for seed in (42, 123) for step in (250, 500) for i, m in enumerate(["haares", *ablations])]
+    panels = []
+    original = plot._save
+
+    def spy(fig, path):
+        for ax in fig.axes:
+            if ax.get_visible():
+                panels.append((ax.get_title(), sorted(line.get_label() for line in ax.get_lines()
+                                                      if line.get_label().startswith("seed"))))
+        return original(fig, path)
+
+    monkeypatch.setattr(plot, "_save", spy)
+    plot.plot_paired_differences(pd.DataFrame(rows), tmp_path / "d.png", methods=["haares", *ablations],
+                                 baseline="haares", seeds=[42, 123], cells=[""], title="t")
+    assert [title for title, _ in panels] == ["Dup. b", "Random-sign detail", "Fixed bias=0",
+                                              "HAARES w/o RMS matching", "Block AttnRes"]
+    assert all(lines == ["seed 123", "seed 42"] for _, lines in panels), panels

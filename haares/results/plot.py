@@ -54,6 +54,11 @@ def plot_curves(
     return _save(fig, Path(path))
 
 
+# More methods than this in a one-cell grid get one panel each: a single panel of 7 methods x 3 seeds
+# (the ablations) is 21 overlapping lines under a legend that covers them.
+_METHODS_PER_PANEL = 3
+
+
 def plot_paired_differences(
     evals: pd.DataFrame,
     path: Path,
@@ -64,11 +69,13 @@ def plot_paired_differences(
     cells: Sequence[str],
     title: str,
 ) -> Path:
-    """Each method minus `baseline`, per seed, over steps: one panel per cell; returns `path`.
+    """Each method minus `baseline`, per seed, over steps; returns `path`.
 
-    At small scale the absolute curves lie on top of each other; the paired difference (same seed,
-    same batches, same initial weights) is what shows who is ahead. Below zero: the method's validation
-    loss is lower than the baseline's at that step. Only steps both runs evaluated are drawn.
+    One panel per cell, every method in it; a one-cell grid with more than three other methods gets one
+    panel per method instead (seeds as line styles, a shared y axis). At small scale the absolute curves
+    lie on top of each other; the paired difference (same seed, same batches, same initial weights) is
+    what shows who is ahead. Below zero: the method's validation loss is lower than the baseline's at
+    that step. Only steps both runs evaluated are drawn.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -77,27 +84,37 @@ def plot_paired_differences(
         raise HaaresError("no evaluations recorded yet for this grid; nothing to plot")
     cells = [c for c in cells if (evals["cell"] == c).any()]
     others = [m for m in methods if m != baseline]
-    fig = Figure(figsize=(5.0 * len(cells), 3.6), layout="constrained")
+    if len(cells) == 1 and len(others) > _METHODS_PER_PANEL:
+        panels = [(cells[0], [m], name(m)) for m in others]
+    else:
+        panels = [(cell, others, cell or title) for cell in cells]
+    ncols = min(len(panels), 4)
+    nrows = -(-len(panels) // ncols)
+    fig = Figure(figsize=(5.0 * ncols, 3.6 * nrows), layout="constrained")
     FigureCanvasAgg(fig)
-    axes = fig.subplots(1, len(cells), squeeze=False, sharey=True)[0]
+    axes = fig.subplots(nrows, ncols, squeeze=False, sharey=True).ravel()
     colours = {m: f"C{i}" for i, m in enumerate(others)}
     styles = ["-", "--", ":", "-."]
-    for ax, cell in zip(axes, cells, strict=True):
+    for ax, (cell, shown, panel_title) in zip(axes, panels, strict=False):
         in_cell = evals[evals["cell"] == cell]
         for k, seed in enumerate(seeds):
             base = in_cell[(in_cell["seed"] == seed) & (in_cell["method"] == baseline)].set_index("step")["val_loss"]
-            for method in others:
+            for method in shown:
                 run = in_cell[(in_cell["seed"] == seed) & (in_cell["method"] == method)].set_index("step")["val_loss"]
                 diff = (run - base).dropna().sort_index()
                 if not diff.empty:
+                    label = f"seed {seed}" if len(shown) == 1 else f"{name(method)}, seed {seed}"
                     ax.plot(diff.index, diff.values, styles[k % len(styles)], color=colours[method], marker=".",
-                            label=f"{name(method)}, seed {seed}")
+                            label=label)
         ax.axhline(0.0, color="black", linewidth=0.8)
-        ax.set_title(cell or title)
+        ax.set_title(panel_title)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel(f"val loss minus {name(baseline)} (nats)")
-    axes[-1].legend(fontsize="small")
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
+    for row in range(nrows):
+        axes[row * ncols].set_ylabel(f"val loss minus {name(baseline)} (nats)")
+    axes[len(panels) - 1 if len(panels[0][1]) > 1 else 0].legend(fontsize="small")
     fig.suptitle(f"{title}: paired differences against {name(baseline)}")
     return _save(fig, Path(path))
 
