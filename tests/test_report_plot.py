@@ -69,3 +69,19 @@ def test_a_one_cell_grid_of_many_methods_gets_one_panel_per_method(tmp_path, mon
     assert [title for title, _ in panels] == ["Dup. b", "Random-sign detail", "Fixed bias=0",
                                               "HAARES w/o RMS matching", "Block AttnRes"]
     assert all(lines == ["seed 123", "seed 42"] for _, lines in panels), panels
+
+
+def test_a_grid_of_two_methods_names_the_method_in_each_line(tmp_path, monkeypatch):
+    rows = [{"cell": cell, "method": m, "seed": 42, "step": 250, "val_loss": v}
+            for cell in ("12L", "24L") for m, v in (("block_attnres", 2.0), ("haares", 1.9))]
+    labels = []
+    original = plot._save
+
+    def spy(fig, path):
+        labels.extend(line.get_label() for ax in fig.axes for line in ax.get_lines() if line.get_label()[0] != "_")
+        return original(fig, path)
+
+    monkeypatch.setattr(plot, "_save", spy)
+    plot.plot_paired_differences(pd.DataFrame(rows), tmp_path / "d.png", methods=["block_attnres", "haares"],
+                                 baseline="block_attnres", seeds=[42], cells=["12L", "24L"], title="t")
+    assert labels == ["HAARES, seed 42", "HAARES, seed 42"]

@@ -84,7 +84,8 @@ def plot_paired_differences(
         raise HaaresError("no evaluations recorded yet for this grid; nothing to plot")
     cells = [c for c in cells if (evals["cell"] == c).any()]
     others = [m for m in methods if m != baseline]
-    if len(cells) == 1 and len(others) > _METHODS_PER_PANEL:
+    per_method = len(cells) == 1 and len(others) > _METHODS_PER_PANEL
+    if per_method:
         panels = [(cells[0], [m], name(m)) for m in others]
     else:
         panels = [(cell, others, cell or title) for cell in cells]
@@ -103,7 +104,7 @@ def plot_paired_differences(
                 run = in_cell[(in_cell["seed"] == seed) & (in_cell["method"] == method)].set_index("step")["val_loss"]
                 diff = (run - base).dropna().sort_index()
                 if not diff.empty:
-                    label = f"seed {seed}" if len(shown) == 1 else f"{name(method)}, seed {seed}"
+                    label = f"seed {seed}" if per_method else f"{name(method)}, seed {seed}"
                     ax.plot(diff.index, diff.values, styles[k % len(styles)], color=colours[method], marker=".",
                             label=label)
         ax.axhline(0.0, color="black", linewidth=0.8)
@@ -114,7 +115,8 @@ def plot_paired_differences(
         ax.set_visible(False)
     for row in range(nrows):
         axes[row * ncols].set_ylabel(f"val loss minus {name(baseline)} (nats)")
-    axes[len(panels) - 1 if len(panels[0][1]) > 1 else 0].legend(fontsize="small")
+    # Per-method panels share one legend of seeds; otherwise the last panel's names every line.
+    axes[0 if per_method else len(panels) - 1].legend(fontsize="small")
     fig.suptitle(f"{title}: paired differences against {name(baseline)}")
     return _save(fig, Path(path))
 
