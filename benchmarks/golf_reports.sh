@@ -5,9 +5,7 @@
 # Usage: bash benchmarks/golf_reports.sh STATE_TGZ OUTDIR
 set -eu
 STATE=${1:?state.tgz}; OUT=${2:?outdir}
-work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
-export HAARES_HOME=$work/home HAARES_DB=sqlite:///$work/home/queue.db
-haares unpack "$STATE"
+. "$(dirname "$0")/unpack_state.sh" "$STATE"
 mkdir -p "$OUT"
 haares report --grid golf --format md > "$OUT/report.md"
 haares report --table 11 --grid golf --format md > "$OUT/table11.md"

@@ -33,6 +33,11 @@ python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .
 export PYTHONPATH=/tmp/site:$PWD
 H="python3 -m haares.cli.app"
 mkdir -p /tmp/hh /tmp/logs
+# The --slots measurement: one queued slots_check run alone, then four at once; $1 suffixes the logs.
+slots_check() {
+  $H worker --gpu 0 --slots 1 --max-jobs 1 > "/tmp/logs/worker-slots1$1.log" 2>&1; echo "one slot done after ${SECONDS}s"
+  $H worker --gpu 0 --slots 4 --max-jobs 4 > "/tmp/logs/worker-slots4$1.log" 2>&1; echo "four slots done after ${SECONDS}s"
+}
 # A machine still warm from the previous call keeps /tmp: then its queue is the one just packed.
 if [ -f state/state.tgz ] && [ ! -f /tmp/hh/queue.db ]; then
   $H unpack state/state.tgz || exit 1
@@ -51,8 +56,7 @@ nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv -l 5 >
 smi=$!
 if [ ! -f /tmp/hh/queue.db ]; then
   $H enqueue --grid slots_check --priority 9
-  $H worker --gpu 0 --slots 1 --max-jobs 1 > /tmp/logs/worker-slots1.log 2>&1; echo "one slot done after ${SECONDS}s"
-  $H worker --gpu 0 --slots 4 --max-jobs 4 > /tmp/logs/worker-slots4.log 2>&1; echo "four slots done after ${SECONDS}s"
+  slots_check ""
   $H enqueue --grid smoke --precision bf16 --priority 8
   $H enqueue --grid shakespeare_lr --priority 8
   $H enqueue --grid fastpath_check --priority 7
@@ -69,8 +73,7 @@ done
 if [ -n "${RETRY:-}" ]; then $H retry ${RETRY}; fi
 if [ -n "${SLOTS_CHECK:-}" ]; then
   $H enqueue --grid slots_check --seeds "$SLOTS_CHECK" --priority 9
-  $H worker --gpu 0 --slots 1 --max-jobs 1 > "/tmp/logs/worker-slots1-$n.log" 2>&1; echo "one slot done after ${SECONDS}s"
-  $H worker --gpu 0 --slots 4 --max-jobs 4 > "/tmp/logs/worker-slots4-$n.log" 2>&1; echo "four slots done after ${SECONDS}s"
+  slots_check "-$n"
 fi
 for grid in ${HOLD:-}; do $H hold --grid "$grid"; done
 left=$((DEADLINE - SECONDS))

@@ -4,9 +4,7 @@
 # Usage: bash benchmarks/shakespeare_reports.sh STATE_TGZ OUTDIR
 set -eu
 STATE=${1:?state.tgz}; OUT=${2:?outdir}
-work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
-export HAARES_HOME=$work/home HAARES_DB=sqlite:///$work/home/queue.db
-haares unpack "$STATE"
+. "$(dirname "$0")/unpack_state.sh" "$STATE"
 mkdir -p "$OUT"
 for spec in "3 shakespeare" "4 shakespeare" "11 shakespeare" "12 shakespeare" "8 shakespeare_ablations"; do
   set -- $spec
