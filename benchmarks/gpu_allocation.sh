@@ -19,8 +19,9 @@
 #   their checkpoints when the next call finds this machine still warm, as a shared filesystem would);
 #   ENQUEUE="grid:seeds:priority ..." enqueues those (seeds comma-separated) before the drain;
 #   RETRY="job_id ..." requeues those failed jobs (`haares retry`) before the drain;
-#   SLOTS_CHECK="s1,s2,s3,s4,s5" enqueues slots_check at those five new seeds and trains one run alone,
-#   then four at once (`--slots 1 --max-jobs 1`, then `--slots 4 --max-jobs 4`), before the drain;
+#   SLOTS_CHECK=STEPS enqueues slots_check's five runs again at STEPS steps (`--steps` gives them new run
+#   keys; the grid's own 300-step runs are the first allocation's) and trains one run alone, then four
+#   at once (`--slots 1 --max-jobs 1`, then `--slots 4 --max-jobs 4`), before the drain;
 #   PACK_EVERY=SECONDS also packs OUTDIR/state.tgz (and the logs) that often during the drain, so a call
 #   cut short before its final pack still brings back every run finished by then (a snapshot taken
 #   mid-run shows that run `running`: the next allocation reclaims it when its lease expires);
@@ -72,7 +73,7 @@ for spec in ${ENQUEUE:-}; do
 done
 if [ -n "${RETRY:-}" ]; then $H retry ${RETRY}; fi
 if [ -n "${SLOTS_CHECK:-}" ]; then
-  $H enqueue --grid slots_check --seeds "$SLOTS_CHECK" --priority 9
+  $H enqueue --grid slots_check --steps "$SLOTS_CHECK" --priority 9 || exit 1
   slots_check "-$n"
 fi
 for grid in ${HOLD:-}; do $H hold --grid "$grid"; done
