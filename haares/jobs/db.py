@@ -90,6 +90,7 @@ def make_engine(url: str, *, allow_network_fs: bool = False, read_only: bool = F
     parsed = _parse(url)
     sqlite = parsed.get_backend_name() == "sqlite"
     immutable = False
+    attempt, start = 0, time.monotonic()
     while True:
         if sqlite:
             engine = _sqlite_engine(parsed, allow_network_fs=allow_network_fs, read_only=read_only,
@@ -105,6 +106,12 @@ def make_engine(url: str, *, allow_network_fs: bool = False, read_only: bool = F
                 # A WAL database in a folder nobody can write needs its -shm file, which cannot be made;
                 # immutable=1 reads it without one (and nothing can change it there).
                 immutable = True
+                continue
+            if sqlite and is_retryable(exc) and time.monotonic() - start < RETRY_TOTAL_S:
+                # A first open racing another one: SQLite can answer "database is locked" while the other
+                # switches the new file to WAL, without calling the busy handler; opening again succeeds.
+                time.sleep(_backoff(attempt))
+                attempt += 1
                 continue
             raise open_error(parsed, exc) from None
         except BaseException:
