@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import logging
 import os
 import random
@@ -90,15 +91,17 @@ def make_engine(url: str, *, allow_network_fs: bool = False, read_only: bool = F
     parsed = _parse(url)
     sqlite = parsed.get_backend_name() == "sqlite"
     immutable = False
-    attempt, start = 0, time.monotonic()
     while True:
         if sqlite:
             engine = _sqlite_engine(parsed, allow_network_fs=allow_network_fs, read_only=read_only,
                                     create=create and not read_only, immutable=immutable)
         else:
             engine = _pg_engine(parsed, read_only=read_only)
+        open_schema = functools.partial(_open_schema, engine, read_only=read_only, create=create)
         try:
-            found = check_schema(engine) if read_only else migrate(engine, create=create)
+            # A first open racing another one: SQLite can answer "database is locked" while the other
+            # switches the new file to WAL, without calling the busy handler; opening again succeeds.
+            found = _retrying(open_schema, what="database locked at first open") if sqlite else open_schema()
             break
         except DBAPIError as exc:
             engine.dispose()
@@ -106,12 +109,6 @@ def make_engine(url: str, *, allow_network_fs: bool = False, read_only: bool = F
                 # A WAL database in a folder nobody can write needs its -shm file, which cannot be made;
                 # immutable=1 reads it without one (and nothing can change it there).
                 immutable = True
-                continue
-            if sqlite and is_retryable(exc) and time.monotonic() - start < RETRY_TOTAL_S:
-                # A first open racing another one: SQLite can answer "database is locked" while the other
-                # switches the new file to WAL, without calling the busy handler; opening again succeeds.
-                time.sleep(_backoff(attempt))
-                attempt += 1
                 continue
             raise open_error(parsed, exc) from None
         except BaseException:
@@ -123,6 +120,11 @@ def make_engine(url: str, *, allow_network_fs: bool = False, read_only: bool = F
         make_engine(url, allow_network_fs=allow_network_fs, create=False).dispose()
         return make_engine(url, allow_network_fs=allow_network_fs, read_only=True)
     return engine
+
+
+def _open_schema(engine: Engine, *, read_only: bool, create: bool) -> int | None:
+    """make_engine's schema step: check it (read-only) or create / migrate it; the older version found or None."""
+    return check_schema(engine) if read_only else migrate(engine, create=create)
 
 
 def check_schema(engine: Engine) -> int | None:
