@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import functools
 import logging
 import os
 import random
@@ -17,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import quote
@@ -97,7 +97,8 @@ def make_engine(url: str, *, allow_network_fs: bool = False, read_only: bool = F
                                     create=create and not read_only, immutable=immutable)
         else:
             engine = _pg_engine(parsed, read_only=read_only)
-        open_schema = functools.partial(_open_schema, engine, read_only=read_only, create=create)
+        # The schema step: checked (read-only), or created / migrated; the older version found or None.
+        open_schema = partial(check_schema, engine) if read_only else partial(migrate, engine, create=create)
         try:
             # A first open racing another one: SQLite can answer "database is locked" while the other
             # switches the new file to WAL, without calling the busy handler; opening again succeeds.
@@ -120,11 +121,6 @@ def make_engine(url: str, *, allow_network_fs: bool = False, read_only: bool = F
         make_engine(url, allow_network_fs=allow_network_fs, create=False).dispose()
         return make_engine(url, allow_network_fs=allow_network_fs, read_only=True)
     return engine
-
-
-def _open_schema(engine: Engine, *, read_only: bool, create: bool) -> int | None:
-    """make_engine's schema step: check it (read-only) or create / migrate it; the older version found or None."""
-    return check_schema(engine) if read_only else migrate(engine, create=create)
 
 
 def check_schema(engine: Engine) -> int | None:
