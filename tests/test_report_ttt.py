@@ -93,3 +93,17 @@ def test_table12_from_a_database(sqlite_url):
     assert frame.loc["2026", "Target"] == "Block AttnRes: not enqueued; HAARES: running @ step 6000"
     assert frame.loc["mean", "HAARES step"] == "22.0K* (2/3 seeds complete) [paper 19.3K]"
     assert any("upper bound" in line and "2,000" in line for line in report.caption)
+
+
+def test_table12_names_the_grids_own_baseline(sqlite_url):
+    # golf's baseline is Standard, not Block AttnRes: the rate and hours columns must say so.
+    results = {
+        ("", "standard", 42): {"evals": [(k, 2.0 - k * 1e-5) for k in STEPS], "steps_per_s": 2.0},
+        ("", "haares", 42): {"evals": [(k, 1.9 - k * 1e-5) for k in STEPS], "steps_per_s": 1.5},
+    }
+    engine = build_grid_db(sqlite_url, "golf", results)
+    frame = reports.build_report(engine, 12, GRIDS["golf"], with_paper=False).sections[0].frame
+    assert {"Steps/s (Standard Residual / HAARES)", "Time h (Standard Residual → HAARES)"} <= set(frame.columns)
+    assert not any("BAR" in column for column in frame.columns)
+    assert frame.loc["42", "Steps/s (Standard Residual / HAARES)"] == "2.00 / 1.50"
+    assert frame.loc["123", "Target"] == "Standard Residual: not enqueued; HAARES: not enqueued"

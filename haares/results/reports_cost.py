@@ -174,13 +174,13 @@ def table12_report(grid: Grid, summary: pd.DataFrame, evals: pd.DataFrame, capti
             if seed not in per_seed.index:
                 rows.append((str(seed), _pending_row(part, seed, baseline, method)))
                 continue
-            rows.append((str(seed), _row(per_seed.loc[seed], stated, mean=False)))
+            rows.append((str(seed), _row(per_seed.loc[seed], stated, baseline, mean=False)))
         mean = frames.ttt_mean(per_seed.reset_index()) if len(per_seed) else None
         if mean is not None:
             stated = paper.TABLE12_MEAN if with_paper and grid.name == "main48" else {}
             flag = incomplete(mean["n_reached"], mean["n_seeds"], "seeds reached")
             flag += incomplete(mean["n_seeds"], len(seeds), "seeds complete")
-            rows.append(("mean", _row(pd.Series(mean), stated, mean=True, flag=flag)))
+            rows.append(("mean", _row(pd.Series(mean), stated, baseline, mean=True, flag=flag)))
         frame = pd.DataFrame([r for _, r in rows], index=pd.Index([s for s, _ in rows], name="Seed"))
         data = per_seed.reset_index().assign(cell=cell)
         sections.append(Section(f"cell {cell}" if cell else "", frame, data))
@@ -203,8 +203,16 @@ def table12_report(grid: Grid, summary: pd.DataFrame, evals: pd.DataFrame, capti
     return Report("Table 12", head + caption, sections)
 
 
-def _row(r: pd.Series, stated: dict, *, mean: bool, flag: str = "") -> dict[str, str]:
+def _rate_columns(baseline: str) -> tuple[str, str]:
+    """The steps/s and hours column names, which say which run is the baseline: the paper's
+    "BAR / HAARES" for Block AttnRes, the baseline's own name in grids with another (golf: Standard)."""
+    short = "BAR" if baseline == "block_attnres" else name(baseline)
+    return f"Steps/s ({short} / HAARES)", f"Time h ({short} → HAARES)"
+
+
+def _row(r: pd.Series, stated: dict, baseline: str, *, mean: bool, flag: str = "") -> dict[str, str]:
     """Display cells of one seed (or of the mean row, with `flag` marking an incomplete mean)."""
+    rate_column, time_column = _rate_columns(baseline)
     reached = bool(r["n_reached"]) if mean else bool(r["reached"])
     step = (steps_text(r["step"], mean=mean) if reached else "not reached") + flag
     if stated.get("step") is not None:
@@ -214,8 +222,8 @@ def _row(r: pd.Series, stated: dict, *, mean: bool, flag: str = "") -> dict[str,
         "Target": with_paper_value(fmt(r["target"]), stated.get("target")),
         "HAARES step": step,
         "HAARES val": with_paper_value(fmt(r["val"]) if reached else DASH, stated.get("val")),
-        "Steps/s (BAR / HAARES)": f"{fmt(r['baseline_steps_per_s'], 2)} / {fmt(r['method_steps_per_s'], 2)}",
-        "Time h (BAR → HAARES)": with_paper_value(time_text, stated.get("hours"), 2),
+        rate_column: f"{fmt(r['baseline_steps_per_s'], 2)} / {fmt(r['method_steps_per_s'], 2)}",
+        time_column: with_paper_value(time_text, stated.get("hours"), 2),
         "Saved h": hours_text(r["saved_hours"]) if reached else DASH,
         "Saved %": with_paper_value(fmt(r["saved_pct"], 1) if reached else DASH, stated.get("saved_pct"), 1),
     }
@@ -228,5 +236,6 @@ def _pending_row(part: pd.DataFrame, seed: int, baseline: str, method: str) -> d
         found = part[(part["seed"] == seed) & (part["method"] == m)]
         state = "not enqueued" if found.empty else (found["state"].iloc[0] or "complete")
         states.append(f"{name(m)}: {state}")
-    return {"Target": "; ".join(states), "HAARES step": DASH, "HAARES val": DASH, "Steps/s (BAR / HAARES)": DASH,
-            "Time h (BAR → HAARES)": DASH, "Saved h": DASH, "Saved %": DASH}
+    rate_column, time_column = _rate_columns(baseline)
+    return {"Target": "; ".join(states), "HAARES step": DASH, "HAARES val": DASH, rate_column: DASH,
+            time_column: DASH, "Saved h": DASH, "Saved %": DASH}
