@@ -215,6 +215,36 @@ def test_run_write_reruns_its_body_on_retryable_errors_only(sqlite_url, monkeypa
     engine.dispose()
 
 
+def test_first_open_answered_locked_is_retried(sqlite_url, monkeypatch):
+    # Two processes creating one new database: SQLite can answer "database is locked" to the one that
+    # loses the race to switch the file to WAL, without calling its busy handler. make_engine must open
+    # again, not fail (CI hit this once); a database that stays locked still ends in one line.
+    real_migrate = jobs_db.migrate
+    calls: list[int] = []
+
+    def locked_then_real(engine: sa.Engine, *, create: bool = True) -> int:
+        calls.append(1)
+        if len(calls) == 1:
+            raise _locked()
+        return real_migrate(engine, create=create)
+
+    monkeypatch.setattr(jobs_db, "migrate", locked_then_real)
+    monkeypatch.setattr(jobs_db, "_backoff", lambda attempt: 0.0)
+    engine = make_engine(sqlite_url)
+    assert len(calls) == 2
+    with engine.connect() as conn:
+        assert schema_version(conn) == SCHEMA_VERSION
+    engine.dispose()
+
+    def always_locked(engine: sa.Engine, *, create: bool = True) -> int:
+        raise _locked()
+
+    monkeypatch.setattr(jobs_db, "migrate", always_locked)
+    monkeypatch.setattr(jobs_db, "RETRY_TOTAL_S", 0.0)
+    with pytest.raises(HaaresError, match="stayed busy for 0 s \\(database is locked\\)"):
+        make_engine(sqlite_url)
+
+
 def test_queue_processes_import_no_torch():
     code = "import sys, haares.jobs, haares.cli.app; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
