@@ -25,7 +25,9 @@
 #   PACK_EVERY=SECONDS also packs OUTDIR/state.tgz (and the logs) that often during the drain, so a call
 #   cut short before its final pack still brings back every run finished by then (a snapshot taken
 #   mid-run shows that run `running`: the next allocation reclaims it when its lease expires);
-#   BENCH=SECONDS runs `haares bench` (medium 48L, bf16, the three schemes) after the pack, MPS stopped.
+#   BENCH=SECONDS runs `haares bench` (medium 48L, bf16, the three schemes) after the pack, MPS stopped;
+#   GRAPH_CHECK=STEPS runs benchmarks/graph_check.py (golf's Muon run, eager against one captured CUDA
+#   graph, STEPS steps) before the drain, into OUTDIR/graph-check.json and the logs.
 set -u
 OUT=${1:?outdir}; DEADLINE=${2:-540}; SLOTS=${3:-4}
 export PYTHONUNBUFFERED=1 HAARES_HOME=/tmp/hh HAARES_DB=sqlite:////tmp/hh/queue.db
@@ -75,6 +77,10 @@ if [ -n "${RETRY:-}" ]; then $H retry ${RETRY}; fi
 if [ -n "${SLOTS_CHECK:-}" ]; then
   $H enqueue --grid slots_check --steps "$SLOTS_CHECK" --priority 9 || exit 1
   slots_check "-$n"
+fi
+if [ -n "${GRAPH_CHECK:-}" ]; then
+  python3 benchmarks/graph_check.py --grid golf --method muon --steps "$GRAPH_CHECK" --json "$OUT/graph-check.json" \
+    > "/tmp/logs/graph-check-$n.txt" 2>&1; tail -3 "/tmp/logs/graph-check-$n.txt"
 fi
 for grid in ${HOLD:-}; do $H hold --grid "$grid"; done
 left=$((DEADLINE - SECONDS))

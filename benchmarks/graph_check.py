@@ -5,7 +5,7 @@ trainer's own `TrainStep` (compiled sublayers, fused router), once eager and onc
 per-step losses, their largest difference and the steps/s of each. Written to check Muon under
 capture before the fast path's auto turns graphs on for it (it leaves Muon eager until then).
 
-    python benchmarks/graph_check.py --optimizer muon --scheme standard --steps 40 [--json out.json]
+    python benchmarks/graph_check.py --grid golf --method muon --steps 40 [--json out.json]
 """
 
 from __future__ import annotations
