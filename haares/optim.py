@@ -23,24 +23,26 @@ NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 
 
 def orthogonalise(grad: torch.Tensor, *, steps: int, eps: float = 1e-7) -> torch.Tensor:
-    """Approximately U V^T for grad = U S V^T, (rows, cols) -> (rows, cols), in float32.
+    """Approximately U V^T for grad = U S V^T, per matrix: (..., rows, cols) -> same shape, float32.
 
-    Scaled to Frobenius norm 1 first, so every singular value is <= 1, then `steps` iterations of
-    X <- a X + (b A + c A^2) X with A = X X^T, run on the wide orientation (rows <= cols) so that A
-    is the smaller Gram matrix.
+    Each matrix is scaled to Frobenius norm 1 first, so every singular value is <= 1, then `steps`
+    iterations of X <- a X + (b A + c A^2) X with A = X X^T, run on the wide orientation (rows <= cols)
+    so that A is the smaller Gram matrix. A leading batch of same-shaped matrices runs as one batched
+    matmul per product (what Muon.step does), so the iteration costs the same few kernels for 240
+    matrices as for one.
     """
-    if grad.ndim != 2:
-        raise ValueError(f"Muon orthogonalises 2-D matrices; got shape {tuple(grad.shape)}")
+    if grad.ndim < 2:
+        raise ValueError(f"Muon orthogonalises 2-D matrices (or a batch of them); got shape {tuple(grad.shape)}")
     a, b, c = NS_COEFFICIENTS
     x = grad.float()
-    tall = x.shape[0] > x.shape[1]
+    tall = x.shape[-2] > x.shape[-1]
     if tall:
-        x = x.T
-    x = x / (x.norm() + eps)
+        x = x.mT
+    x = x / (torch.linalg.matrix_norm(x, keepdim=True) + eps)
     for _ in range(steps):
-        gram = x @ x.T  # (rows, rows) of the wide orientation
+        gram = x @ x.mT  # (..., rows, rows) of the wide orientation
         x = a * x + (b * gram + c * gram @ gram) @ x
-    return x.T if tall else x
+    return x.mT if tall else x
 
 
 class Muon(torch.optim.Optimizer):
@@ -63,19 +65,33 @@ class Muon(torch.optim.Optimizer):
             raise ValueError("Muon.step takes no closure")
         for group in self.param_groups:
             lr, mu, wd = group["lr"], group["momentum"], group["weight_decay"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if "momentum_buffer" not in state:
-                    state["momentum_buffer"] = torch.zeros_like(p.grad)
-                buf = state["momentum_buffer"]
-                buf.mul_(mu).add_(p.grad)
-                update = orthogonalise(p.grad.add(buf, alpha=mu), steps=group["ns_steps"])
-                update *= max(1.0, p.shape[0] / p.shape[1]) ** 0.5
+            # One stack per shape: a 48-layer model has 240 matrices but four shapes, and per-matrix
+            # Newton-Schulz is some 3,600 small matmuls a step, launch-bound on a GPU (golf: 10x slower steps).
+            for params in _same_shape([p for p in group["params"] if p.grad is not None]):
+                grads = [p.grad for p in params]
+                bufs = [self._momentum_buffer(p) for p in params]
+                torch._foreach_mul_(bufs, mu)
+                torch._foreach_add_(bufs, grads)
+                nesterov = torch.stack(torch._foreach_add(grads, bufs, alpha=mu))  # (k, rows, cols)
+                rows, cols = params[0].shape
+                update = orthogonalise(nesterov, steps=group["ns_steps"]) * max(1.0, rows / cols) ** 0.5
                 if wd:
-                    p.mul_(1.0 - lr * wd)
-                p.add_(update.to(p.dtype), alpha=-lr)
+                    torch._foreach_mul_(params, 1.0 - lr * wd)
+                torch._foreach_add_(params, list(update.to(params[0].dtype).unbind(0)), alpha=-lr)
+
+    def _momentum_buffer(self, p: torch.Tensor) -> torch.Tensor:
+        state = self.state[p]
+        if "momentum_buffer" not in state:
+            state["momentum_buffer"] = torch.zeros_like(p.grad)
+        return state["momentum_buffer"]
+
+
+def _same_shape(params: list[torch.Tensor]) -> list[list[torch.Tensor]]:
+    """`params` split into lists sharing shape, dtype and device, in first-seen order."""
+    groups: dict[tuple[Any, ...], list[torch.Tensor]] = {}
+    for p in params:
+        groups.setdefault((tuple(p.shape), p.dtype, p.device), []).append(p)
+    return list(groups.values())
 
 
 class MuonWithAdamW:

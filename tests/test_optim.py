@@ -43,6 +43,36 @@ def test_orthogonalise_brings_singular_values_near_one(shape):
         orthogonalise(torch.zeros(3), steps=5)
 
 
+def test_orthogonalise_of_a_batch_is_each_matrix_orthogonalised():
+    for shape in [(5, 16, 48), (5, 48, 16)]:
+        g = torch.randn(*shape, generator=torch.Generator().manual_seed(2))
+        one_by_one = torch.stack([orthogonalise(m, steps=5) for m in g])
+        torch.testing.assert_close(orthogonalise(g, steps=5), one_by_one, rtol=1e-5, atol=1e-6)
+
+
+def test_muon_steps_each_matrix_as_alone_when_shapes_are_stacked():
+    # Three shapes, several matrices each (as in a model), stepped together: each one must follow its
+    # own per-matrix transcription, so stacking by shape changes how the step runs, not what it does.
+    gen = torch.Generator().manual_seed(3)
+    shapes = [(24, 8), (8, 24), (24, 8), (16, 16), (8, 24), (24, 8)]
+    w0 = [torch.randn(*s, generator=gen) for s in shapes]
+    grads = [[torch.randn(*s, generator=gen) for s in shapes] for _ in range(3)]
+    params = [nn.Parameter(w.clone()) for w in w0]
+    opt = Muon(params, lr=0.1, momentum=0.9, ns_steps=5, weight_decay=0.5)
+    w, bufs = [x.clone() for x in w0], [torch.zeros_like(x) for x in w0]
+    for step_grads in grads:
+        for p, g in zip(params, step_grads):
+            p.grad = g.clone()
+        opt.step()
+        for i, g in enumerate(step_grads):
+            bufs[i] = 0.9 * bufs[i] + g
+            scale = max(1.0, shapes[i][0] / shapes[i][1]) ** 0.5
+            w[i] = w[i] * (1 - 0.1 * 0.5) - 0.1 * orthogonalise(g + 0.9 * bufs[i], steps=5) * scale
+    for p, expected in zip(params, w):
+        torch.testing.assert_close(p.detach(), expected, rtol=1e-5, atol=1e-6)
+    assert all(torch.equal(opt.state[p]["momentum_buffer"], b) for p, b in zip(params, bufs))
+
+
 def test_muon_step_matches_direct_transcription():
     gen = torch.Generator().manual_seed(1)
     w0 = torch.randn(24, 8, generator=gen)
