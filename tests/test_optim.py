@@ -61,16 +61,16 @@ def test_muon_steps_each_matrix_as_alone_when_shapes_are_stacked():
     opt = Muon(params, lr=0.1, momentum=0.9, ns_steps=5, weight_decay=0.5)
     w, bufs = [x.clone() for x in w0], [torch.zeros_like(x) for x in w0]
     for step_grads in grads:
-        for p, g in zip(params, step_grads):
+        for p, g in zip(params, step_grads, strict=True):
             p.grad = g.clone()
         opt.step()
         for i, g in enumerate(step_grads):
             bufs[i] = 0.9 * bufs[i] + g
             scale = max(1.0, shapes[i][0] / shapes[i][1]) ** 0.5
             w[i] = w[i] * (1 - 0.1 * 0.5) - 0.1 * orthogonalise(g + 0.9 * bufs[i], steps=5) * scale
-    for p, expected in zip(params, w):
+    for p, expected in zip(params, w, strict=True):
         torch.testing.assert_close(p.detach(), expected, rtol=1e-5, atol=1e-6)
-    assert all(torch.equal(opt.state[p]["momentum_buffer"], b) for p, b in zip(params, bufs))
+    assert all(torch.equal(opt.state[p]["momentum_buffer"], b) for p, b in zip(params, bufs, strict=True))
 
 
 def test_muon_step_matches_direct_transcription():
