@@ -64,18 +64,19 @@ def main() -> None:
     start = [p.detach().clone() for p in params]
     # Warm-up, then reset weights and momentum so both paths take the same first step.
     muon.step()
-    results = {}
+    weights, ms = {}, {}  # per path: the weights after one step from `start`, best ms a step
     for label, step in (("stacked by shape", muon.step), ("per matrix", lambda: per_matrix_step(muon))):
         for p, w in zip(params, start, strict=True):
             p.copy_(w)
         muon.state.clear()
         step()
-        results[label] = [p.detach().clone() for p in params]
-        results[label + " ms"] = best_ms(step, device, args.repeat)
+        weights[label] = [p.detach().clone() for p in params]
+        ms[label] = best_ms(step, device, args.repeat)
     shapes = sorted({tuple(p.shape) for p in params})
-    diff = max((a - b).abs().max().item() for a, b in zip(results["stacked by shape"], results["per matrix"], strict=True))
+    diff = max((a - b).abs().max().item()
+               for a, b in zip(weights["stacked by shape"], weights["per matrix"], strict=True))
     print(f"{args.family} {args.layers}L on {device}: {len(params)} matrices in {len(shapes)} shapes")
-    print(f"stacked by shape {results['stacked by shape ms']:.1f} ms, per matrix {results['per matrix ms']:.1f} ms "
+    print(f"stacked by shape {ms['stacked by shape']:.1f} ms, per matrix {ms['per matrix']:.1f} ms "
           f"a step; largest weight difference after one step {diff:.2e}")
 
 
