@@ -62,15 +62,22 @@ def test_fp32_scope_turns_tf32_off_and_restores_it():
 
 def test_block_sums_accumulate_in_fp32_under_bf16():
     y = torch.randn(2, 3, 8, dtype=torch.bfloat16)
-    sign = torch.tensor(-1.0)
-    b, d, d_hat = next_sources(None, None, y, sign, detail="half_split", rms_on=True, eps=1e-6, max_scale=10.0)
-    assert b.dtype == d.dtype == d_hat.dtype == torch.float32
-    b2, d2, _ = next_sources(b, d, y, sign, detail="half_split", rms_on=True, eps=1e-6, max_scale=10.0)
-    assert b2.dtype == torch.float32 and torch.equal(b2, 2 * y.float()) and torch.equal(d2, -2 * y.float())
+    plus, minus = torch.tensor(1.0), torch.tensor(-1.0)
+    kw = {"rms_on": True, "eps": 1e-6, "max_scale": 10.0}
+    b, d, d_hat, scale = next_sources(None, None, y, plus, b_half=None, detail="half_split", **kw)
+    assert b.dtype == d_hat.dtype == scale.dtype == torch.float32 and d is None
+    # Half-split past the flip: the detail is 2 b^(h) - b, from partials only (what the router rebuilds).
+    b2, _, d_hat2, scale2 = next_sources(b, None, y, minus, b_half=b, detail="half_split", **kw)
+    assert torch.equal(b2, 2 * y.float()) and torch.equal(d_hat2, (2 * b - b2) * scale2)
+    # Other signs keep a running d, in fp32.
+    b3, d3, _, _ = next_sources(None, None, y, minus, b_half=None, detail="random_sign", **kw)
+    _, d4, _, _ = next_sources(b3, d3, y, minus, b_half=None, detail="random_sign", **kw)
+    assert d4.dtype == torch.float32 and torch.equal(d4, -2 * y.float())
     # The ablations' detail slot: a copy of b, or raw d.
-    assert next_sources(b, d, y, sign, detail="dup_cumulative", rms_on=True, eps=1e-6, max_scale=10.0)[2] is not None
-    _, d3, raw = next_sources(b, d, y, sign, detail="half_split", rms_on=False, eps=1e-6, max_scale=10.0)
-    assert raw is d3
+    dup = next_sources(b, None, y, minus, b_half=None, detail="dup_cumulative", **kw)
+    assert dup[2] is dup[0] and dup[3] is None
+    _, d5, raw, none = next_sources(b3, d3, y, minus, b_half=None, detail="random_sign", **{**kw, "rms_on": False})
+    assert raw is d5 and none is None
 
 
 def test_compile_glue_swaps_in_a_compiled_copy_of_the_same_function():

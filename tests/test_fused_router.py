@@ -66,3 +66,56 @@ def test_randomized_routers_are_not_uniform_and_unknown_impl_is_rejected():
     assert all(isinstance(m.route_fn, FusedRoute) for m in model.modules() if isinstance(m, Router))
     with pytest.raises(ValueError, match="unknown router"):
         use_router(model, "triton-someday")
+
+
+def _saved_storages(fn):
+    """Run fn() under a saved-tensor hook: {storage pointer: (bytes, shape)} of what autograd saved."""
+    saved = {}
+
+    def pack(t):
+        saved[t.untyped_storage().data_ptr()] = (t.untyped_storage().nbytes(), tuple(t.shape))
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    return out, saved
+
+
+@pytest.mark.parametrize("with_half", [False, True])
+def test_a_detail_recipe_is_rebuilt_in_backward_not_saved(with_half):
+    """A source given as a Detail recipe routes and differentiates bit for bit as when it is saved."""
+    from haares.residual.haares import Detail
+
+    vals, q, g, bias = _sources(m=3, dtype=torch.float32)
+    base, half = vals[1], vals[2]
+    scale = torch.rand(2, 3, 1) + 0.5
+    detail = ((2 * half - base) if with_half else base) * scale
+    sources = [vals[0], base, detail, half]
+    recipe = Detail(slot=2, base=1, half=half if with_half else None, scale=scale)
+    bias = torch.cat([bias, torch.zeros(1)])
+    plain = route_fused(sources, q, g, bias, 1e-6)
+    lean, saved = _saved_storages(lambda: route_fused(sources, q, g, bias, 1e-6, [recipe]))
+    assert torch.equal(plain, lean)
+    assert saved and detail.untyped_storage().data_ptr() not in saved
+    assert base.untyped_storage().data_ptr() in saved
+    upstream = torch.randn_like(plain)
+    inputs = [*vals, q, g]
+    for a, c in zip(torch.autograd.grad((plain * upstream).sum(), inputs, retain_graph=True),
+                    torch.autograd.grad((lean * upstream).sum(), inputs), strict=True):
+        assert torch.equal(a, c)
+
+
+def test_haares_on_the_fused_router_saves_no_full_size_tensor_more_than_block_attnres():
+    """HAARES's details are rebuilt in backward, so beyond Block AttnRes it saves only per-token
+    scalars (routing weights, statistics, RMS factors): the memory target of the fast path."""
+    idx = torch.randint(0, 64, (4, 16), generator=torch.Generator().manual_seed(0))
+    full_size = {}
+    for residual in ["block_attnres", "haares"]:
+        cfg = ModelConfig(d_model=32, d_ff=64, n_layers=4, n_heads=2, blocks=2, vocab_size=64, residual=residual)
+        model = build_model(cfg, seed=0)
+        use_router(model, "fused")
+        (_, loss), saved = _saved_storages(lambda model=model: model(idx, idx))
+        loss.backward()
+        full_size[residual] = sorted(shape for nbytes, shape in saved.values() if nbytes >= 4 * 16 * 32 * 4)
+    assert full_size["block_attnres"], "no saved activations were seen"
+    assert full_size["haares"] == full_size["block_attnres"]

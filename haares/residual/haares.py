@@ -6,6 +6,8 @@ config values read here, not copies of the code.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
@@ -19,13 +21,22 @@ def rms(z: torch.Tensor) -> torch.Tensor:
     return z.pow(2).mean(-1, keepdim=True).sqrt()
 
 
+def rms_scale(d: torch.Tensor, b: torch.Tensor, *, eps: float, max_scale: float) -> torch.Tensor:
+    """Eq. 7's factor sg(min(rms(b) / (rms(d) + eps), max_scale)), per token: (B, T, D) -> (B, T, 1).
+
+    Computed without autograd: under a bare .detach() eager autograd would still save d and b for
+    the pow() whose gradient nothing asks for.
+    """
+    with torch.no_grad():
+        return (rms(b) / (rms(d) + eps)).clamp(max=max_scale)
+
+
 def rms_match(d: torch.Tensor, b: torch.Tensor, *, eps: float, max_scale: float) -> torch.Tensor:
     """Eq. 7: d_hat = d * sg(min(rms(b) / (rms(d) + eps), max_scale)), per token; (B, T, D) -> (B, T, D).
 
     The stop-gradient covers the whole factor, so gradient reaches d only through the product.
     """
-    scale = (rms(b) / (rms(d) + eps)).clamp(max=max_scale)  # (B, T, 1)
-    return d * scale.detach()
+    return d * rms_scale(d, b, eps=eps, max_scale=max_scale)
 
 
 def half_split_signs(blocks: int, block_size: int) -> torch.Tensor:
@@ -47,27 +58,54 @@ def next_sources(
     y: torch.Tensor,
     sign: torch.Tensor,
     *,
+    b_half: torch.Tensor | None,
     detail: str,
     rms_on: bool,
     eps: float,
     max_scale: float,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """After sublayer output y (B, T, D): Eq. 6, then the detail slot's source. Returns (b, d, d_hat).
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor | None]:
+    """After sublayer output y (B, T, D): Eq. 6, then the detail slot's source. Returns (b, d, d_hat, scale).
 
     b, d: partials b_n^(i), d_n^(i) before y, or None at the block's first position; sign: () tensor.
     The partials accumulate in fp32 at least: under bf16 autocast y is bf16, and summing 2L/N of
-    them in bf16 would lose what Standard's fp32 residual stream keeps. d_hat is the source in the
-    detail slot: RMS-matched d (Eq. 7), raw d (w/o RMS matching) or a copy of b (Dup. b).
+    them in bf16 would lose what Standard's fp32 residual stream keeps.
+    Half-split signs need no running d: d^(i) = b^(i) up to the sign flip and 2 b^(h) - b^(i) after
+    it, with b_half = b^(h) the partial at the flip (None before it). That is what lets the fused
+    router rebuild a detail source from b partials in backward instead of saving it (`Detail`); here
+    d is then returned as None. Other signs (random_sign) keep the running sum.
+    d_hat is the source in the detail slot: RMS-matched d (Eq. 7; scale (B, T, 1) is its detached
+    factor), raw d (w/o RMS matching; scale None) or a copy of b (Dup. b; scale None).
     One pure function so the fast path can compile it into one kernel forward and one backward.
     """
     y = y.to(torch.promote_types(y.dtype, torch.float32))
     b = y if b is None else b + y
-    d = sign * y if d is None else d + sign * y
+    if detail == "half_split":
+        d_now = b if b_half is None else 2 * b_half - b
+        d = None
+    else:
+        d_now = d = sign * y if d is None else d + sign * y
     if detail == "dup_cumulative":
-        return b, d, b  # "Dup. b": a second copy of the cumulative source
+        return b, d, b, None  # "Dup. b": a second copy of the cumulative source
     if not rms_on:
-        return b, d, d  # "w/o RMS matching"
-    return b, d, rms_match(d, b, eps=eps, max_scale=max_scale)
+        return b, d, d_now, None  # "w/o RMS matching"
+    scale = rms_scale(d_now, b, eps=eps, max_scale=max_scale)
+    return b, d, d_now * scale, scale
+
+
+@dataclass(frozen=True)
+class Detail:
+    """How a router can rebuild a half-split detail source from b partials instead of saving it.
+
+    source = (base if half is None else 2 * half - base) * scale, bit for bit what `next_sources`
+    computed; base is the router source at index `base` (the same block's b or b^(i)), half
+    (B, T, D) is b^(h) (itself a source of an earlier router, so saved anyway), scale (B, T, 1) or
+    None. Each detail saved this way frees one (B, T, D) fp32 tensor until backward.
+    """
+
+    slot: int
+    base: int
+    half: torch.Tensor | None
+    scale: torch.Tensor | None
 
 
 class Haares(Residual):
@@ -132,22 +170,31 @@ class Haares(Residual):
         beta = self.beta.to(x0.dtype)  # (N,)
         vals, bias = [x0], [zero]  # completed sources (B, T, D) and their logit biases (scalars)
         cum = [x0]  # readout sources: e, b_1..b_N
+        lean = self.detail == "half_split"  # detail sources a router can rebuild from b partials
+        details: list[Detail] = []  # recipes of the completed details in `vals`
         k = 0
         for n in range(self.blocks):
-            b = d = d_hat = None  # partial b_n^(i), d_n^(i) and the detail slot's source; None at i = 1
+            b = d = d_hat = b_half = None  # partials b_n^(i), d_n^(i), detail slot, b^(h); None at i = 1
+            made_from: tuple = (None, None)  # (b_half, scale) that d_hat was built with
             for i in range(self.block_size):
                 if b is None:
-                    h = self.routers[k](vals, torch.stack(bias))
+                    h = self.routers[k](vals, torch.stack(bias), details)
                 else:
-                    h = self.routers[k]([*vals, b, d_hat], torch.stack([*bias, zero, beta[n]]))
+                    partial = [Detail(len(vals) + 1, len(vals), *made_from)] if lean else []
+                    h = self.routers[k]([*vals, b, d_hat], torch.stack([*bias, zero, beta[n]]), [*details, *partial])
                 y = sublayers[k](h, rope)
                 # The partial detail depends on the current prefix, so it is rebuilt after every sublayer;
                 # after the last one it is the completed d_hat_n, computed once and reused below.
-                b, d, d_hat = self.next_sources(
-                    b, d, y, self.signs[n, i],
+                b, d, d_hat, scale = self.next_sources(
+                    b, d, y, self.signs[n, i], b_half=b_half,
                     detail=self.detail, rms_on=self.rms_on, eps=self.rms_eps, max_scale=self.rms_max_scale,
                 )
+                made_from = (b_half, scale)
+                if lean and i + 1 == self.block_size // 2:
+                    b_half = b  # b^(h): the signs flip after this position (Eq. 3, A12)
                 k += 1
+            if lean:
+                details.append(Detail(len(vals) + 1, len(vals), *made_from))
             vals += [b, d_hat]
             bias += [zero, beta[n]]
             cum.append(b)

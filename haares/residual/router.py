@@ -21,6 +21,7 @@ def route(
     key_gain: torch.Tensor,
     biases: torch.Tensor | None,
     eps: float,
+    details: Sequence = (),
 ) -> torch.Tensor:
     """Route over M sources: h = sum_v softmax_v(w . RMSNorm_rho(v) + beta_v) * v.
 
@@ -29,6 +30,8 @@ def route(
     key_gain: (D,) key-norm gain rho
     biases:   (M,) per-source logit bias, or None for all zero
     eps:      key-norm eps (the backbone RMSNorm eps)
+    details:  `haares.Detail` recipes of sources the fused router rebuilds instead of saving; the
+              reference ignores them (autograd saves its own stack of the sources)
     returns   (B, T, D): the weighted sum of the RAW values (keys are normalised, values are not)
     """
     V = values if isinstance(values, torch.Tensor) else torch.stack(list(values), 0)  # (M, B, T, D)
@@ -68,12 +71,12 @@ class Router(nn.Module):
         self.gain.fill_(1.0)
 
     def forward(
-        self, values: torch.Tensor | Sequence[torch.Tensor], biases: torch.Tensor | None = None
+        self, values: torch.Tensor | Sequence[torch.Tensor], biases: torch.Tensor | None = None, details: Sequence = ()
     ) -> torch.Tensor:
-        """values: M sources (B, T, D); biases: (M,) or None -> (B, T, D)."""
+        """values: M sources (B, T, D); biases: (M,) or None; details: recipes (see `route`) -> (B, T, D)."""
         if self.recorder is not None:
             (self.recorder.readout if self.readout else self.recorder.sublayer).append(len(values))
-        return self.route_fn(values, self.w, self.gain, biases, self.eps)
+        return self.route_fn(values, self.w, self.gain, biases, self.eps, details)
 
 
 ROUTER_IMPLS = ("reference", "fused")
