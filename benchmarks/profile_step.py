@@ -62,13 +62,17 @@ def mark_regions(model: torch.nn.Module) -> None:
 
 
 def device_ms_by_region(prof, steps: int) -> dict[str, float]:
-    """Kernel time (ms per step) under each marked range, the router backward node, and the rest."""
+    """Kernel time (ms per step) under each marked range, the router backward node, and the rest.
+
+    The profiler attaches each kernel to the CPU op that launched it (`event.kernels`); walking up
+    that op's parents finds the region.
+    """
     totals: dict[str, float] = defaultdict(float)
-    kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
-    if not kernels:
+    launchers = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CPU and e.kernels]
+    if not launchers:
         raise SystemExit("the profiler saw no CUDA kernels: is this a GPU machine?")
-    for kernel in kernels:
-        region, parent = "other", kernel.cpu_parent
+    for op in launchers:
+        region, parent = "other", op
         while parent is not None:
             if parent.name in REGIONS:
                 region = parent.name
@@ -77,7 +81,7 @@ def device_ms_by_region(prof, steps: int) -> dict[str, float]:
                 region = "router_bwd"
                 break
             parent = parent.cpu_parent
-        totals[region] += kernel.device_time_total / 1000
+        totals[region] += sum(k.duration for k in op.kernels) / 1000
     totals["total"] = sum(totals.values())
     return {k: round(v / steps, 3) for k, v in sorted(totals.items())}
 
