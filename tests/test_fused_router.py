@@ -119,3 +119,22 @@ def test_haares_on_the_fused_router_saves_no_full_size_tensor_more_than_block_at
         full_size[residual] = sorted(shape for nbytes, shape in saved.values() if nbytes >= 4 * 16 * 32 * 4)
     assert full_size["block_attnres"], "no saved activations were seen"
     assert full_size["haares"] == full_size["block_attnres"]
+
+
+def test_sources_read_by_several_routers_get_the_sum_of_their_gradients():
+    """The running gradient sums (`_Shared`): a source read by three routers, one of which reads it
+    twice, gets exactly the reference's gradient (float64), and the sums are emptied after backward."""
+    vals, q, g, _ = _sources(m=3)
+    shared, other, third = vals
+    calls = [[shared, other], [shared, third, shared], [other, shared]]
+    upstream = [torch.randn(2, 3, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(k)) for k in range(3)]
+
+    def loss(route_fn):
+        return sum((route_fn(srcs, q, g, None, 1e-6) * up).sum() for srcs, up in zip(calls, upstream, strict=True))
+
+    fused = FusedRoute()
+    grads_ref = torch.autograd.grad(loss(route), [*vals, q, g])
+    grads_fused = torch.autograd.grad(loss(fused), [*vals, q, g])
+    for a, c in zip(grads_ref, grads_fused, strict=True):
+        assert torch.allclose(a, c, rtol=1e-10, atol=1e-12)
+    assert fused._shared and all(total.grad is None for _, total, _ in fused._shared.values())

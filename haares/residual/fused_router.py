@@ -23,6 +23,7 @@ what the CPU tests exercise.
 from __future__ import annotations
 
 import functools
+import weakref
 from collections.abc import Sequence
 
 import torch
@@ -55,62 +56,129 @@ def _rebuild(values: list, recipes: tuple, extras: list) -> list[torch.Tensor]:
     return values
 
 
-def _backward(values: list, u: torch.Tensor, G: torch.Tensor, a, r, s, recipes: tuple = (), extras: list = ()):
+def _backward(values: list, u: torch.Tensor, G: torch.Tensor, a, r, s, recipes: tuple = (), extras: list = (),
+              sums: list | None = None):
+    """dV (each source's gradient, plus its running sum from later routers where `sums` has one), w
+    (B, T, D) whose token sum is du, dbias (M,)."""
     values = _rebuild(values, recipes, extras)
     vs = [v.to(u.dtype) for v in values]
+    sums = sums if sums is not None else [None] * len(vs)
     G = G.to(u.dtype)
     D = G.shape[-1]
     da = [(v * G).sum(-1) for v in vs]  # M x (B, T)
     mean_da = functools.reduce(torch.add, [a[m] * da[m] for m in range(len(vs))])
     dl = [a[m] * (da[m] - mean_da) for m in range(len(vs))]  # d loss / d logit_m
-    dV = [  # cast inside the body, so a compiled backward writes each gradient once, in its dtype
-        (
+    dV = []
+    for m in range(len(vs)):
+        grad = (
             a[m].unsqueeze(-1) * G
             + (dl[m] * r[m]).unsqueeze(-1) * u
             - (dl[m] * s[m] * r[m].pow(3) / D).unsqueeze(-1) * vs[m]
-        ).to(values[m].dtype)
-        for m in range(len(vs))
-    ]
-    du = functools.reduce(torch.add, [((dl[m] * r[m]).unsqueeze(-1) * vs[m]).sum(dim=(0, 1)) for m in range(len(vs))])
+        )
+        if sums[m] is not None:  # add in the pass that forms it: no separate accumulation pass
+            grad = grad + sums[m].to(grad.dtype)
+        dV.append(grad.to(values[m].dtype))  # cast inside the body: each gradient written once, in its dtype
+    # du = sum over tokens of w: w is formed row by row in the pass that writes dV (which reads every
+    # source anyway) and summed over tokens by the caller, outside the compiled body: summed inside,
+    # the compiler would fuse w into a column reduction that reads all M sources a second time.
+    w = functools.reduce(torch.add, [(dl[m] * r[m]).unsqueeze(-1) * vs[m] for m in range(len(vs))])  # (B, T, D)
     dbias = torch.stack([dl_m.sum() for dl_m in dl])  # (M,)
-    return dV, du, dbias
+    return dV, w, dbias
+
+
+class GradientSum:
+    """The running gradient of one source over the routers that read it (in backward order)."""
+
+    __slots__ = ("grad",)
+
+    def __init__(self) -> None:
+        self.grad: torch.Tensor | None = None
+
+
+class _Shared(torch.autograd.Function):
+    """A 0-d token standing for a routed source in the graph; its backward hands the source the sum
+    of every router's gradient for it.
+
+    Why: autograd would take each router's gradient for a source as a new tensor and add it into
+    the source's buffer in a pass of its own (write, then read both, write): for the embedding and
+    the block sums, read by up to 2L routers each, that is most of the backward's traffic. Routers
+    instead add their gradient to the running sum inside the pass that computes it, and the token
+    makes autograd run this backward only after every router that read the source.
+    """
+
+    @staticmethod
+    def forward(ctx, total, source):
+        ctx.total = total
+        return source.new_zeros(())
+
+    @staticmethod
+    def backward(ctx, _unused):
+        grad, ctx.total.grad = ctx.total.grad, None
+        return None, grad
 
 
 class _FusedRoute(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, bodies, recipes, extras, query, gain, biases, eps, *values):
+    def forward(ctx, bodies, recipes, extras, totals, values, query, gain, biases, eps, *tokens):
         forward_body, backward_body = bodies
         # Accumulate in fp32 at least (fp64 stays fp64, for gradcheck).
         acc = functools.reduce(torch.promote_types, (v.dtype for v in values), torch.float32)
         u = (query * gain).to(acc)
         h, a, r, s = forward_body(list(values), u, biases.to(acc), eps)
-        ctx.backward_body, ctx.recipes, ctx.n_values = backward_body, recipes, len(values)
+        ctx.backward_body, ctx.recipes, ctx.totals, ctx.n_values = backward_body, recipes, totals, len(values)
+        ctx.dtypes, ctx.n_tokens = [v.dtype for v in values], len(tokens)
         rebuilt = {slot for slot, *_ in recipes}
         kept = [None if m in rebuilt else v for m, v in enumerate(values)]
         ctx.save_for_backward(query, gain, a, r, s, *kept, *extras)
         # Same dtype as the reference: the promotion of the sources (fp32 once the embedding is one).
-        return h.to(functools.reduce(torch.promote_types, (v.dtype for v in values)))
+        return h.to(functools.reduce(torch.promote_types, ctx.dtypes))
 
     @staticmethod
     def backward(ctx, G):
         query, gain, a, r, s, *saved = ctx.saved_tensors
         values, extras = saved[: ctx.n_values], saved[ctx.n_values :]
         u = (query * gain).to(a.dtype)
-        dV, du, dbias = ctx.backward_body(list(values), u, G, a, r, s, ctx.recipes, list(extras))
+        # A source routed twice by this router (an ablation's copy of b) takes its running sum once.
+        first = {}
+        for m, total in enumerate(ctx.totals):
+            if total is not None:
+                first.setdefault(id(total), m)
+        sums = [t.grad if t is not None and first[id(t)] == m else None for m, t in enumerate(ctx.totals)]
+        dV, w, dbias = ctx.backward_body(list(values), u, G, a, r, s, ctx.recipes, list(extras), sums)
+        for m, total in enumerate(ctx.totals):
+            if total is not None:
+                total.grad = dV[m] if first[id(total)] == m else total.grad + dV[m]
+        du = w.sum(dim=(0, 1))  # (D,)
         dq = (du * gain.to(du.dtype)).to(query.dtype)
         dg = (du * query.to(du.dtype)).to(gain.dtype)
-        return (None, None, None, dq, dg, dbias, None, *dV)
+        # The sources' gradients went to their running sums; the tokens take none.
+        return (None, None, None, None, None, dq, dg, dbias, None, *([None] * ctx.n_tokens))
 
 
 class FusedRoute:
     """`route_fused` with its two bodies eager (`compiled=False`) or torch.compile'd (CUDA fast path).
 
-    Each instance owns its compiled bodies, so nothing is cached at module level.
+    Each instance owns its compiled bodies and the running gradient sums of the sources its routers
+    read (`_Shared`), keyed by tensor identity and dropped with the tensor; nothing is cached at
+    module level.
     """
 
     def __init__(self, *, compiled: bool = False) -> None:
         self.compiled = compiled
         self.bodies = (CompiledFn(_forward), CompiledFn(_backward)) if compiled else (_forward, _backward)
+        self._shared: dict[int, tuple[weakref.ref, GradientSum, torch.Tensor]] = {}
+
+    def _token(self, source: torch.Tensor) -> tuple[GradientSum | None, torch.Tensor | None]:
+        """The source's running gradient sum and graph token, made at the first router that reads it."""
+        if not (source.requires_grad and torch.is_grad_enabled()):
+            return None, None
+        key = id(source)
+        entry = self._shared.get(key)
+        if entry is None or entry[0]() is not source:
+            total = GradientSum()
+            ref = weakref.ref(source, lambda _ref, key=key, shared=self._shared: shared.pop(key, None))
+            entry = self._shared[key] = (ref, total, _Shared.apply(total, source))
+        return entry[1], entry[2]
 
     def __call__(
         self,
@@ -129,7 +197,9 @@ class FusedRoute:
             biases = torch.zeros(len(vals), device=vals[0].device, dtype=torch.float32)
         recipes = tuple((dt.slot, dt.base, dt.half is not None, dt.scale is not None) for dt in details)
         extras = [t for dt in details for t in (dt.half, dt.scale) if t is not None]
-        return _FusedRoute.apply(self.bodies, recipes, extras, query, key_gain, biases, eps, *vals)
+        totals, tokens = zip(*(self._token(v) for v in vals), strict=True)
+        return _FusedRoute.apply(self.bodies, recipes, extras, totals, vals, query, key_gain, biases, eps,
+                                 *(t for t in tokens if t is not None))
 
 
 # Drop-in for `router.route` (same arguments, same result up to rounding), O(M*B*T) saved memory;
