@@ -138,3 +138,14 @@ def test_sources_read_by_several_routers_get_the_sum_of_their_gradients():
     for a, c in zip(grads_ref, grads_fused, strict=True):
         assert torch.allclose(a, c, rtol=1e-10, atol=1e-12)
     assert fused._shared and all(total.grad is None for _, total, _ in fused._shared.values())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("residual", ["block_attnres", "haares"])
+def test_the_compiled_fast_path_computes_the_reference_function_on_the_cpu(residual):
+    """What CUDA runs minus the graph: the fused router's bodies, HAARES's glue and the sublayers
+    compiled by Inductor (here for the CPU), detail recipes and running gradient sums included."""
+    cfg = ModelConfig(d_model=32, d_ff=64, n_layers=2, n_heads=2, blocks=2, vocab_size=64, residual=residual)
+    check = equivalence(cfg, device=torch.device("cpu"), fast=FastPath(router="fused", compile=True, cuda_graph=False),
+                        precision="fp32", batch_size=2, seq_len=16)
+    assert check["logits_rel_err"] < 1e-5 and check["grads_rel_err"] < 1e-5
