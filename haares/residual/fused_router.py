@@ -15,13 +15,9 @@ Sources given with a `Detail` recipe (HAARES's half-split details) are not saved
 backward rebuilds each from b partials the router saves anyway, inside the backward body, so a
 compiled backward reads b^(h) where it would have read the detail: no extra traffic, one
 (B, T, D) tensor less held per detail until backward.
-A source read by several routers (the embedding, every completed block sum and detail) keeps one
-running gradient sum: each router's backward adds its gradient to it in the pass that computes it,
-and a 0-d token in the graph (`_Shared`) hands the sum to the source after the last such router, so
-autograd never adds per-router gradients in passes of their own.
-`FusedRoute(compiled=True)` compiles the forward and backward bodies and the token sum of du with
-torch.compile (one graph per source pattern, small and quick to build): the CUDA fast path's
-choice. `route_fused` runs them eagerly, which is what the CPU tests exercise.
+`FusedRoute(compiled=True)` compiles the two bodies with torch.compile (one graph per source count,
+small and quick to build): the CUDA fast path's choice. `route_fused` runs them eagerly, which is
+what the CPU tests exercise.
 """
 
 from __future__ import annotations
@@ -83,17 +79,11 @@ def _backward(values: list, u: torch.Tensor, G: torch.Tensor, a, r, s, recipes: 
             grad = grad + sums[m].to(grad.dtype)
         dV.append(grad.to(values[m].dtype))  # cast inside the body: each gradient written once, in its dtype
     # du = sum over tokens of w: w is formed row by row in the pass that writes dV (which reads every
-    # source anyway) and summed over tokens by the caller (`_token_sum`), outside this body: summed
-    # inside, the compiler would fuse w into a column reduction that reads all M sources a second time.
+    # source anyway) and summed over tokens by the caller, outside the compiled body: summed inside,
+    # the compiler would fuse w into a column reduction that reads all M sources a second time.
     w = functools.reduce(torch.add, [(dl[m] * r[m]).unsqueeze(-1) * vs[m] for m in range(len(vs))])  # (B, T, D)
     dbias = torch.stack([dl_m.sum() for dl_m in dl])  # (M,)
     return dV, w, dbias
-
-
-def _token_sum(w: torch.Tensor) -> torch.Tensor:
-    """(B, T, D) -> (D,): du from w. Compiled, one read of w (ATen's column reduction took 4x the
-    time a read of w needs, 2 ms a step at medium 48L on an H100)."""
-    return w.sum(dim=(0, 1))
 
 
 class GradientSum:
@@ -130,13 +120,12 @@ class _Shared(torch.autograd.Function):
 class _FusedRoute(torch.autograd.Function):
     @staticmethod
     def forward(ctx, bodies, recipes, extras, totals, values, query, gain, biases, eps, *tokens):
-        forward_body, backward_body, token_sum = bodies
+        forward_body, backward_body = bodies
         # Accumulate in fp32 at least (fp64 stays fp64, for gradcheck).
         acc = functools.reduce(torch.promote_types, (v.dtype for v in values), torch.float32)
         u = (query * gain).to(acc)
         h, a, r, s = forward_body(list(values), u, biases.to(acc), eps)
-        ctx.backward_body, ctx.token_sum = backward_body, token_sum
-        ctx.recipes, ctx.totals, ctx.n_values = recipes, totals, len(values)
+        ctx.backward_body, ctx.recipes, ctx.totals, ctx.n_values = backward_body, recipes, totals, len(values)
         ctx.dtypes, ctx.n_tokens = [v.dtype for v in values], len(tokens)
         rebuilt = {slot for slot, *_ in recipes}
         kept = [None if m in rebuilt else v for m, v in enumerate(values)]
@@ -159,7 +148,7 @@ class _FusedRoute(torch.autograd.Function):
         for m, total in enumerate(ctx.totals):
             if total is not None:
                 total.grad = dV[m] if first[id(total)] == m else total.grad + dV[m]
-        du = ctx.token_sum(w)  # (D,)
+        du = w.sum(dim=(0, 1))  # (D,)
         dq = (du * gain.to(du.dtype)).to(query.dtype)
         dg = (du * query.to(du.dtype)).to(gain.dtype)
         # The sources' gradients went to their running sums; the tokens take none.
@@ -176,8 +165,7 @@ class FusedRoute:
 
     def __init__(self, *, compiled: bool = False) -> None:
         self.compiled = compiled
-        bodies = (_forward, _backward, _token_sum)
-        self.bodies = tuple(CompiledFn(body) for body in bodies) if compiled else bodies
+        self.bodies = (CompiledFn(_forward), CompiledFn(_backward)) if compiled else (_forward, _backward)
         self._shared: dict[int, tuple[weakref.ref, GradientSum, torch.Tensor]] = {}
 
     def _token(self, source: torch.Tensor) -> tuple[GradientSum | None, torch.Tensor | None]:
