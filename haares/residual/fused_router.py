@@ -15,8 +15,12 @@ Sources given with a `Detail` recipe (HAARES's half-split details) are not saved
 backward rebuilds each from b partials the router saves anyway, inside the backward body, so a
 compiled backward reads b^(h) where it would have read the detail: no extra traffic, one
 (B, T, D) tensor less held per detail until backward.
-`FusedRoute(compiled=True)` compiles the two bodies with torch.compile (one graph per source count,
-small and quick to build): the CUDA fast path's choice. `route_fused` runs them eagerly, which is
+A source read by several routers (the embedding, every completed block sum and detail) keeps one
+running gradient sum: each router's backward adds its gradient to it in the pass that computes it,
+and a 0-d token in the graph (`_Shared`) hands the sum to the source after the last such router, so
+autograd never adds per-router gradients in passes of their own.
+`FusedRoute(compiled=True)` compiles the two bodies with torch.compile (one graph per source
+pattern, small and quick to build): the CUDA fast path's choice. `route_fused` runs them eagerly, which is
 what the CPU tests exercise.
 """
 
