@@ -149,3 +149,17 @@ def test_the_compiled_fast_path_computes_the_reference_function_on_the_cpu(resid
     check = equivalence(cfg, device=torch.device("cpu"), fast=FastPath(router="fused", compile=True, cuda_graph=False),
                         precision="fp32", batch_size=2, seq_len=16)
     assert check["logits_rel_err"] < 1e-5 and check["grads_rel_err"] < 1e-5
+
+
+def test_the_gradient_sums_go_with_their_sources():
+    """Nothing outlives a step: once a forward's sources are freed, the router keeps no entry for them."""
+    cfg = ModelConfig(d_model=32, d_ff=64, n_layers=2, n_heads=2, blocks=2, vocab_size=64, residual="haares")
+    model = build_model(cfg, seed=0)
+    use_router(model, "fused")
+    fused = next(m.route_fn for m in model.modules() if isinstance(m, Router))
+    idx = torch.randint(0, 64, (2, 16), generator=torch.Generator().manual_seed(0))
+    _, loss = model(idx, idx)
+    assert fused._shared, "the routers made no gradient sums"
+    loss.backward()
+    del loss
+    assert fused._shared == {}
