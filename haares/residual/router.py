@@ -30,7 +30,7 @@ def route(
     key_gain: (D,) key-norm gain rho
     biases:   (M,) per-source logit bias, or None for all zero
     eps:      key-norm eps (the backbone RMSNorm eps)
-    details:  `haares.Detail` recipes of sources the fused router rebuilds instead of saving; the
+    details:  `haares.residual.haares.Detail` recipes of sources the fused router rebuilds instead of saving; the
               reference ignores them (autograd saves its own stack of the sources)
     returns   (B, T, D): the weighted sum of the RAW values (keys are normalised, values are not)
     """
