@@ -60,13 +60,11 @@ def _rebuild(values: list, recipes: tuple, extras: list) -> list[torch.Tensor]:
     return values
 
 
-def _backward(values: list, u: torch.Tensor, G: torch.Tensor, a, r, s, recipes: tuple = (), extras: list = (),
-              sums: list | None = None):
+def _backward(values: list, u: torch.Tensor, G: torch.Tensor, a, r, s, recipes: tuple, extras: list, sums: list):
     """dV (each source's gradient, plus its running sum from later routers where `sums` has one), w
     (B, T, D) whose token sum is du, dbias (M,)."""
     values = _rebuild(values, recipes, extras)
     vs = [v.to(u.dtype) for v in values]
-    sums = sums if sums is not None else [None] * len(vs)
     G = G.to(u.dtype)
     D = G.shape[-1]
     da = [(v * G).sum(-1) for v in vs]  # M x (B, T)
@@ -130,12 +128,12 @@ class _FusedRoute(torch.autograd.Function):
         u = (query * gain).to(acc)
         h, a, r, s = forward_body(list(values), u, biases.to(acc), eps)
         ctx.backward_body, ctx.recipes, ctx.totals, ctx.n_values = backward_body, recipes, totals, len(values)
-        ctx.dtypes, ctx.n_tokens = [v.dtype for v in values], len(tokens)
+        ctx.n_tokens = len(tokens)
         rebuilt = {slot for slot, *_ in recipes}
         kept = [None if m in rebuilt else v for m, v in enumerate(values)]
         ctx.save_for_backward(query, gain, a, r, s, *kept, *extras)
         # Same dtype as the reference: the promotion of the sources (fp32 once the embedding is one).
-        return h.to(functools.reduce(torch.promote_types, ctx.dtypes))
+        return h.to(functools.reduce(torch.promote_types, (v.dtype for v in values)))
 
     @staticmethod
     def backward(ctx, G):
