@@ -118,6 +118,8 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--json", dest="json_out")
     args = parser.parse_args()
+    if not torch.cuda.is_available():
+        raise SystemExit("profile_step.py profiles CUDA kernels and needs a GPU; this machine has none")
     device = torch.device("cuda")
     results = []
     for scheme in args.schemes.split(","):
