@@ -10,6 +10,8 @@ through here, and each run's summary records the resolved choice.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
+import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -27,7 +29,7 @@ class FastPath:
     """What trains a run on its device."""
 
     router: str
-    """reference or fused."""
+    """reference, fused (Inductor's bodies) or triton (hand-written kernels)."""
     compile: bool
     """Sublayers, fused-router bodies and routing glue torch.compile'd."""
     cuda_graph: bool
@@ -46,6 +48,13 @@ def resolve_fast_path(train: TrainConfig, device: torch.device) -> FastPath:
     # been checked against its eager step on a GPU (benchmarks/graph_check.py does that): until then
     # auto leaves Muon's steps eager; train.cuda_graph=true captures them anyway.
     graph = train.cuda_graph if train.cuda_graph is not None else on_cuda and train.optimizer == "adamw"
+    if router == "triton" and not (on_cuda or os.environ.get("TRITON_INTERPRET") == "1"):
+        raise HaaresError(
+            f"train.router=triton runs Triton kernels, which need a CUDA device, not {device.type}; "
+            "use train.router=fused or auto (TRITON_INTERPRET=1 runs them on the CPU, slowly, for tests)"
+        )
+    if router == "triton" and importlib.util.find_spec("triton") is None:
+        raise HaaresError("train.router=triton needs the triton package (pip install triton); or use train.router=fused")
     if graph and not on_cuda:
         raise HaaresError(
             f"train.cuda_graph=true needs a CUDA device, not {device.type}; "
@@ -61,7 +70,7 @@ def apply_fast_path(model: nn.Module, fast: FastPath) -> None:
     all attention sublayers share one graph and all MLP sublayers another, so compile time stays
     flat in depth, where compiling the unrolled model grows with it.
     """
-    use_router(model, fast.router, compiled=fast.compile and fast.router == "fused")
+    use_router(model, fast.router, compiled=fast.compile and fast.router != "reference")
     if fast.compile:
         for sublayer in model.sublayers:
             sublayer.compile(dynamic=False)

@@ -46,7 +46,7 @@ def test_a_cuda_graph_on_the_cpu_and_an_unknown_router_are_config_errors():
     with pytest.raises(HaaresError, match="cuda_graph=true needs a CUDA device"):
         resolve_fast_path(TrainConfig(cuda_graph=True), CPU)
     with pytest.raises(ConfigError, match="train.router"):
-        TrainConfig(router="triton")
+        TrainConfig(router="cutlass")
 
 
 def test_fp32_scope_turns_tf32_off_and_restores_it():

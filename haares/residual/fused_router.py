@@ -119,38 +119,78 @@ class _Shared(torch.autograd.Function):
         return None, grad
 
 
+class InductorBodies:
+    """`_forward` / `_backward` eagerly (the CPU path) or torch.compile'd (one graph per source pattern)."""
+
+    def __init__(self, *, compiled: bool) -> None:
+        self.forward_body = CompiledFn(_forward) if compiled else _forward
+        self.backward_body = CompiledFn(_backward) if compiled else _backward
+
+    def forward(self, values, u, biases, eps, recipes, extras):
+        """-> h (B, T, D), the tensors to save (a, r, s; (M, B, T) each), a tag for backward (None)."""
+        h, a, r, s = self.forward_body(values, u, biases, eps)
+        return h, (a, r, s), None
+
+    def backward(self, tag, values, dtypes, u, G, saved, recipes, extras, sums):
+        """-> dV (M x (B, T, D), in their sources' dtypes, running sums added), du (D,), dbias (M,)."""
+        dV, w, dbias = self.backward_body(values, u, G, *saved, recipes, extras, sums)
+        # du = sum over tokens of w, outside the compiled body: summed inside, the compiler would fuse w
+        # into a column reduction that reads all M sources a second time.
+        return dV, w.sum(dim=(0, 1)), dbias
+
+
+class TritonBodies:
+    """`triton_router`'s hand-written kernels where they take the call (tag True), else `fallback`'s."""
+
+    def __init__(self, fallback: InductorBodies) -> None:
+        from haares.residual import triton_router
+
+        self.kernels, self.fallback = triton_router, fallback
+
+    def forward(self, values, u, biases, eps, recipes, extras):
+        if not self.kernels.supports(values, recipes):
+            h, saved, _ = self.fallback.forward(values, u, biases, eps, recipes, extras)
+            return h, saved, False
+        h, saved = self.kernels.forward(values, u, biases, eps, recipes, extras)
+        return h, saved, True
+
+    def backward(self, tag, *args):
+        return self.kernels.backward(*args) if tag else self.fallback.backward(None, *args)
+
+
 class _FusedRoute(torch.autograd.Function):
     @staticmethod
     def forward(ctx, bodies, recipes, extras, totals, values, query, gain, biases, eps, *tokens):
-        forward_body, backward_body = bodies
         # Accumulate in fp32 at least (fp64 stays fp64, for gradcheck).
         acc = functools.reduce(torch.promote_types, (v.dtype for v in values), torch.float32)
         u = (query * gain).to(acc)
-        h, a, r, s = forward_body(list(values), u, biases.to(acc), eps)
-        ctx.backward_body, ctx.recipes, ctx.totals, ctx.n_values = backward_body, recipes, totals, len(values)
+        h, saved, tag = bodies.forward(list(values), u, biases.to(acc), eps, recipes, list(extras))
+        ctx.bodies, ctx.tag, ctx.recipes, ctx.totals = bodies, tag, recipes, totals
+        ctx.dtypes, ctx.acc, ctx.n_values, ctx.n_saved = [v.dtype for v in values], acc, len(values), len(saved)
         ctx.n_tokens = len(tokens)
         rebuilt = {slot for slot, *_ in recipes}
         kept = [None if m in rebuilt else v for m, v in enumerate(values)]
-        ctx.save_for_backward(query, gain, a, r, s, *kept, *extras)
+        ctx.save_for_backward(query, gain, *saved, *kept, *extras)
         # Same dtype as the reference: the promotion of the sources (fp32 once the embedding is one).
         return h.to(functools.reduce(torch.promote_types, (v.dtype for v in values)))
 
     @staticmethod
     def backward(ctx, G):
-        query, gain, a, r, s, *saved = ctx.saved_tensors
-        values, extras = saved[: ctx.n_values], saved[ctx.n_values :]
-        u = (query * gain).to(a.dtype)
+        query, gain, *rest = ctx.saved_tensors
+        saved, rest = rest[: ctx.n_saved], rest[ctx.n_saved :]
+        values, extras = rest[: ctx.n_values], rest[ctx.n_values :]
+        u = (query * gain).to(ctx.acc)
         # A source routed twice by this router (an ablation's copy of b) takes its running sum once.
         first = {}
         for m, total in enumerate(ctx.totals):
             if total is not None:
                 first.setdefault(id(total), m)
         sums = [t.grad if t is not None and first[id(t)] == m else None for m, t in enumerate(ctx.totals)]
-        dV, w, dbias = ctx.backward_body(list(values), u, G, a, r, s, ctx.recipes, list(extras), sums)
+        dV, du, dbias = ctx.bodies.backward(ctx.tag, list(values), ctx.dtypes, u, G, saved, ctx.recipes,
+                                            list(extras), sums)
         for m, total in enumerate(ctx.totals):
             if total is not None:
                 total.grad = dV[m] if first[id(total)] == m else total.grad + dV[m]
-        du = w.sum(dim=(0, 1))  # (D,)
         dq = (du * gain.to(du.dtype)).to(query.dtype)
         dg = (du * query.to(du.dtype)).to(gain.dtype)
         # The sources' gradients went to their running sums; the tokens take none.
@@ -158,16 +198,18 @@ class _FusedRoute(torch.autograd.Function):
 
 
 class FusedRoute:
-    """`route_fused` with its two bodies eager (`compiled=False`) or torch.compile'd (CUDA fast path).
+    """`route_fused` with its two bodies eager (`compiled=False`), torch.compile'd (`compiled=True`), or
+    as Triton kernels (`triton=True`; the compiled or eager bodies where the kernels do not apply).
 
-    Each instance owns its compiled bodies and the running gradient sums of the sources its routers
-    read (`_Shared`), keyed by tensor identity and dropped with the tensor; nothing is cached at
-    module level.
+    Each instance owns its bodies and the running gradient sums of the sources its routers read
+    (`_Shared`), keyed by tensor identity and dropped with the tensor; nothing is cached at module
+    level.
     """
 
-    def __init__(self, *, compiled: bool = False) -> None:
-        self.compiled = compiled
-        self.bodies = (CompiledFn(_forward), CompiledFn(_backward)) if compiled else (_forward, _backward)
+    def __init__(self, *, compiled: bool = False, triton: bool = False) -> None:
+        self.compiled, self.triton = compiled, triton
+        inductor = InductorBodies(compiled=compiled)
+        self.bodies = TritonBodies(inductor) if triton else inductor
         self._shared: dict[int, tuple[weakref.ref, GradientSum, torch.Tensor]] = {}
 
     def _token(self, source: torch.Tensor) -> tuple[GradientSum | None, torch.Tensor | None]:

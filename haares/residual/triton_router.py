@@ -1,0 +1,211 @@
+"""The fused router's two bodies as hand-written Triton kernels: each source row read once per pass.
+
+Why: compiled by Inductor, the fused router's forward reads every source at about half the GPU's
+bandwidth, and its backward runs as four kernels (the da reduction, the dV pass, dbias, du's column
+sum), so each source is read twice. Here one program owns a block of rows: the forward makes one
+pass over the sources with an online softmax (running max and sum, as in flash attention); the
+backward makes two passes over the same rows in the same program (da, then dV), the second from
+L2, and writes du and dbias as small per-program partials.
+
+Same algebra and same arguments as `fused_router._forward` / `_backward` (see there); only the
+saved tensors differ: logits (M, R) and the softmax's max and sum (2, R) instead of the weights a,
+which the backward recomputes per row. A detail source whose recipe rebuilds it from the source before it
+(`Detail` with base = slot - 1, HAARES's half-split details) is rebuilt in the backward from that
+source, its b^(h) and its scale, so it is neither saved nor read.
+
+Sources are a Python tuple of tensors (Triton specialises the kernel per source count M); which
+slots are rebuilt, which have b^(h) or a scale, and which have a running gradient sum are runtime
+bit masks, so one compiled kernel per M serves every router of that width.
+Runs on CUDA; on the CPU only under TRITON_INTERPRET=1 (the tests), not in training.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+MAX_SOURCES = 32
+"""Sources per router the kernels take (bit masks are 32-bit); wider routers use the compiled bodies."""
+MAX_WIDTH = 4096
+"""Largest hidden size D: a program holds a block of rows of every source in registers."""
+
+
+@triton.jit
+def _source(m: tl.constexpr, srcs, halves, scales, prev, offs, row, mask, rmask, detail_bits, half_bits, scale_bits):
+    """Source m of a row block, fp32 (ROWS, BLOCK_D): loaded, or rebuilt from the source before it."""
+    if (detail_bits >> m) & 1:
+        v = prev
+        if (half_bits >> m) & 1:
+            v = 2 * tl.load(halves[m] + offs, mask=mask, other=0.0).to(tl.float32) - prev
+        if (scale_bits >> m) & 1:
+            v = v * tl.load(scales[m] + row, mask=rmask, other=0.0).to(tl.float32)[:, None]
+    else:
+        v = tl.load(srcs[m] + offs, mask=mask, other=0.0).to(tl.float32)
+    return v
+
+
+@triton.jit(do_not_specialize=["rows", "detail_bits", "half_bits", "scale_bits"])
+def _route_forward(
+    srcs, halves, scales, u_ptr, bias_ptr, h_ptr, logit_ptr, norm_ptr, r_ptr, s_ptr,
+    rows, eps, detail_bits, half_bits, scale_bits,
+    M: tl.constexpr, D: tl.constexpr, BLOCK_D: tl.constexpr, ROWS: tl.constexpr,
+):
+    row = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
+    col = tl.arange(0, BLOCK_D)
+    rmask = row < rows
+    mask = rmask[:, None] & (col < D)[None, :]
+    offs = row.to(tl.int64)[:, None] * D + col[None, :]
+    u = tl.load(u_ptr + col, mask=col < D, other=0.0).to(tl.float32)[None, :]
+    top = tl.full((ROWS,), float("-inf"), tl.float32)
+    total = tl.zeros((ROWS,), tl.float32)
+    acc = tl.zeros((ROWS, BLOCK_D), tl.float32)
+    prev = tl.zeros((ROWS, BLOCK_D), tl.float32)
+    for m in tl.static_range(M):
+        v = _source(m, srcs, halves, scales, prev, offs, row, mask, rmask, detail_bits, half_bits, scale_bits)
+        r = tl.rsqrt(tl.sum(v * v, axis=1) / D + eps)
+        s = tl.sum(v * u, axis=1)
+        logit = r * s + tl.load(bias_ptr + m).to(tl.float32)
+        new_top = tl.maximum(top, logit)
+        rescale = tl.exp(top - new_top)
+        p = tl.exp(logit - new_top)
+        total = total * rescale + p
+        acc = acc * rescale[:, None] + p[:, None] * v
+        top = new_top
+        tl.store(logit_ptr + m * rows + row, logit, mask=rmask)
+        tl.store(r_ptr + m * rows + row, r, mask=rmask)
+        tl.store(s_ptr + m * rows + row, s, mask=rmask)
+        prev = v
+    tl.store(h_ptr + offs, acc / total[:, None], mask=mask)
+    # The softmax's max and sum, not their log-sum-exp: top + log(total) would round away what
+    # exp(logit - top) / total keeps (the reference's own rounding).
+    tl.store(norm_ptr + row, top, mask=rmask)
+    tl.store(norm_ptr + rows + row, total, mask=rmask)
+
+
+@triton.jit(do_not_specialize=["rows", "detail_bits", "half_bits", "scale_bits", "sum_bits"])
+def _route_backward(
+    srcs, halves, scales, sums, grads, g_ptr, u_ptr, logit_ptr, norm_ptr, r_ptr, s_ptr, dl_ptr, du_ptr,
+    rows, detail_bits, half_bits, scale_bits, sum_bits,
+    M: tl.constexpr, D: tl.constexpr, BLOCK_D: tl.constexpr, ROWS: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    row = pid * ROWS + tl.arange(0, ROWS)
+    col = tl.arange(0, BLOCK_D)
+    rmask = row < rows
+    mask = rmask[:, None] & (col < D)[None, :]
+    offs = row.to(tl.int64)[:, None] * D + col[None, :]
+    u = tl.load(u_ptr + col, mask=col < D, other=0.0).to(tl.float32)[None, :]
+    G = tl.load(g_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    top = tl.load(norm_ptr + row, mask=rmask, other=0.0)
+    total = tl.load(norm_ptr + rows + row, mask=rmask, other=1.0)
+    # Pass 1: mean_da = sum_m a_m (G . v_m), the softmax's centring term.
+    mean_da = tl.zeros((ROWS,), tl.float32)
+    prev = tl.zeros((ROWS, BLOCK_D), tl.float32)
+    for m in tl.static_range(M):
+        v = _source(m, srcs, halves, scales, prev, offs, row, mask, rmask, detail_bits, half_bits, scale_bits)
+        a = tl.exp(tl.load(logit_ptr + m * rows + row, mask=rmask, other=0.0) - top) / total
+        mean_da += a * tl.sum(v * G, axis=1)
+        prev = v
+    # Pass 2 (the same rows again, from L2): dV_m = a_m G + dl_m (r_m u - s_m r_m^3 v_m / D), plus the
+    # source's running sum; w = sum_m dl_m r_m v_m, summed over this block's rows for du.
+    w = tl.zeros((ROWS, BLOCK_D), tl.float32)
+    prev = tl.zeros((ROWS, BLOCK_D), tl.float32)
+    for m in tl.static_range(M):
+        v = _source(m, srcs, halves, scales, prev, offs, row, mask, rmask, detail_bits, half_bits, scale_bits)
+        a = tl.exp(tl.load(logit_ptr + m * rows + row, mask=rmask, other=0.0) - top) / total
+        r = tl.load(r_ptr + m * rows + row, mask=rmask, other=0.0)
+        s = tl.load(s_ptr + m * rows + row, mask=rmask, other=0.0)
+        dl = a * (tl.sum(v * G, axis=1) - mean_da)
+        c = dl * r
+        grad = a[:, None] * G + c[:, None] * u - (c * s * r * r / D)[:, None] * v
+        if (sum_bits >> m) & 1:
+            grad += tl.load(sums[m] + offs, mask=mask, other=0.0).to(tl.float32)
+        tl.store(grads[m] + offs, grad, mask=mask)
+        tl.store(dl_ptr + m * rows + row, dl, mask=rmask)
+        w += c[:, None] * v
+        prev = v
+    tl.store(du_ptr + pid * D + col, tl.sum(w, axis=0), mask=col < D)
+
+
+def _layout(D: int) -> tuple[int, int, int]:
+    """(BLOCK_D, ROWS, num_warps) for hidden size D: about 4K fp32 values of each tile per program."""
+    block_d = triton.next_power_of_2(D)
+    rows = max(1, min(16, 4096 // block_d))
+    return block_d, rows, 4 if block_d * rows <= 2048 else 8
+
+
+def _bits(flags) -> int:
+    return sum(1 << m for m, on in enumerate(flags) if on)
+
+
+class Recipes:
+    """`Detail` recipes as the kernels take them: per slot b^(h) and scale (or a stand-in), bit masks."""
+
+    def __init__(self, n_sources: int, recipes: tuple, extras, stand_in: torch.Tensor) -> None:
+        extras = list(extras)
+        self.halves, self.scales = [stand_in] * n_sources, [stand_in] * n_sources
+        detail, half, scale = [False] * n_sources, [False] * n_sources, [False] * n_sources
+        for slot, _base, has_half, has_scale in recipes:
+            detail[slot] = True
+            if has_half:
+                self.halves[slot], half[slot] = extras.pop(0), True
+            if has_scale:
+                self.scales[slot], scale[slot] = extras.pop(0), True
+        self.bits = (_bits(detail), _bits(half), _bits(scale))
+
+
+def supports(values, recipes: tuple) -> bool:
+    """Whether the kernels take this router call: contiguous fp32/bf16/fp16 sources of one shape, at most
+    MAX_SOURCES of them, D <= MAX_WIDTH, each recipe rebuilding its slot from the slot before it."""
+    shown = [v for v in values if v is not None]
+    if not shown or len(values) > MAX_SOURCES or shown[0].shape[-1] > MAX_WIDTH:
+        return False
+    rebuilt = {slot for slot, *_ in recipes}
+    if any(base != slot - 1 or base in rebuilt for slot, base, *_ in recipes):
+        return False
+    return all(v.dtype in (torch.float32, torch.bfloat16, torch.float16) and v.is_contiguous()
+               and v.shape == shown[0].shape for v in shown)
+
+
+def forward(values: list[torch.Tensor], u: torch.Tensor, biases: torch.Tensor, eps: float, recipes: tuple, extras):
+    """values M x (B, T, D), u (D,) fp32, biases (M,), recipes and their extras (slots they rebuild are
+    rebuilt, not read) -> h (B, T, D) fp32 and the saved (logits (M, R), softmax max and sum (2, R), r (M, R), s (M, R)),
+    R = B * T rows."""
+    shape, D, M = values[0].shape, values[0].shape[-1], len(values)
+    rows = values[0].numel() // D
+    block_d, rows_per, warps = _layout(D)
+    h = torch.empty(shape, device=u.device, dtype=torch.float32)
+    logits, r, s = (torch.empty(M, rows, device=u.device, dtype=torch.float32) for _ in range(3))
+    norm = torch.empty(2, rows, device=u.device, dtype=torch.float32)  # softmax max and sum per row
+    book = Recipes(M, recipes, extras, stand_in=h)
+    _route_forward[(triton.cdiv(rows, rows_per),)](
+        tuple(values), tuple(book.halves), tuple(book.scales), u, biases, h, logits, norm, r, s, rows, eps, *book.bits,
+        M=M, D=D, BLOCK_D=block_d, ROWS=rows_per, num_warps=warps,
+    )
+    return h, (logits, norm, r, s)
+
+
+def backward(values: list, dtypes: list, u: torch.Tensor, G: torch.Tensor, saved: tuple, recipes: tuple, extras,
+             sums: list):
+    """values: M x (B, T, D) or None where a recipe rebuilds the slot; dtypes: the M sources' dtypes;
+    G (B, T, D); saved from `forward`; sums: running gradient sums or None. Returns dV (M x (B, T, D),
+    each in its source's dtype, its running sum added), du (D,) fp32, dbias (M,) fp32."""
+    logits, norm, r, s = saved
+    M, rows = logits.shape
+    D = G.shape[-1]
+    block_d, rows_per, warps = _layout(D)
+    blocks = triton.cdiv(rows, rows_per)
+    book = Recipes(M, recipes, extras, stand_in=G)
+    shown = [v if v is not None else G for v in values]  # a rebuilt slot's pointer is never read
+    grads = [torch.empty(G.shape, device=G.device, dtype=dt) for dt in dtypes]
+    dl = torch.empty(M, rows, device=G.device, dtype=torch.float32)
+    du_parts = torch.empty(blocks, D, device=G.device, dtype=torch.float32)
+    _route_backward[(blocks,)](
+        tuple(shown), tuple(book.halves), tuple(book.scales), tuple(x if x is not None else G for x in sums),
+        tuple(grads), G.contiguous(), u, logits, norm, r, s, dl, du_parts,
+        rows, *book.bits, _bits(x is not None for x in sums),
+        M=M, D=D, BLOCK_D=block_d, ROWS=rows_per, num_warps=warps,
+    )
+    return grads, du_parts.sum(0), dl.sum(1)
+

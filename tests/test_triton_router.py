@@ -1,0 +1,128 @@
+"""The fused router's Triton kernels compute the reference router's function, run here on the CPU by
+Triton's interpreter (TRITON_INTERPRET=1): the same kernel code CUDA compiles, op for op in NumPy."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton_router is imported (it is, lazily, below)
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from haares.config import ModelConfig, TrainConfig  # noqa: E402
+from haares.equivalence import equivalence  # noqa: E402
+from haares.errors import HaaresError  # noqa: E402
+from haares.fastpath import FastPath, resolve_fast_path  # noqa: E402
+from haares.residual.fused_router import FusedRoute  # noqa: E402
+from haares.residual.haares import Detail  # noqa: E402
+from haares.residual.router import route  # noqa: E402
+
+triton_router = pytest.importorskip("haares.residual.triton_router")
+
+
+@pytest.fixture
+def kernel_calls(monkeypatch):
+    """Counts of forward and backward kernel launches through `triton_router`."""
+    calls = {"forward": 0, "backward": 0}
+    for name in calls:
+        real = getattr(triton_router, name)
+
+        def counted(*args, name=name, real=real):
+            calls[name] += 1
+            return real(*args)
+
+        monkeypatch.setattr(triton_router, name, counted)
+    return calls
+
+
+def _leaves(n, b=2, t=3, d=48, seed=0):
+    """n float64 leaves (B, T, D): the reference's inputs; the kernels get fp32 copies. D = 48 is not a
+    power of two, so the kernels' column masks are exercised."""
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.randn(b, t, d, generator=gen, dtype=torch.float64).requires_grad_() for _ in range(n)]
+
+
+def _haares_like_calls(e, b1, b_half, b2, scale, dtype):
+    """Three router calls over one graph: a completed block (b1 and its detail rebuilt from b^(h)), a
+    partial detail before the flip (b2 * scale, no b^(h)), e read by every call and twice by the last."""
+    E, B1, BH, B2 = (x.to(dtype) for x in (e, b1, b_half, b2))
+    S = scale.to(dtype)
+    d1, d2 = (2 * BH - B1) * S, B2 * S
+    return [
+        ([E, B1, d1, B2, d2], [Detail(2, 1, BH, S), Detail(4, 3, None, S)], True),
+        ([E, BH], [], False),
+        ([E, B1, E], [], True),
+    ]
+
+
+def _loss(route_fn, calls, queries, gain, biases):
+    total = 0
+    for k, ((values, details, with_bias), q) in enumerate(zip(calls, queries, strict=True)):
+        bias = biases[: len(values)].to(values[0].dtype) if with_bias else None
+        h = route_fn(values, q.to(values[0].dtype), gain.to(values[0].dtype), bias, 1e-6, details)
+        up = torch.randn(h.shape, generator=torch.Generator().manual_seed(k), dtype=torch.float64)
+        total = total + (h.double() * up).sum()
+    return total
+
+
+def test_kernels_match_the_float64_reference_with_recipes_and_shared_sources(kernel_calls):
+    e, b1, b_half, b2 = _leaves(4)
+    gen = torch.Generator().manual_seed(1)
+    scale = torch.rand(2, 3, 1, generator=gen, dtype=torch.float64) + 0.5
+    queries = [torch.randn(48, generator=gen, dtype=torch.float64).requires_grad_() for _ in range(3)]
+    gain = (torch.rand(48, generator=gen, dtype=torch.float64) + 0.5).requires_grad_()
+    biases = torch.randn(5, generator=gen, dtype=torch.float64).requires_grad_()
+    inputs = [e, b1, b_half, b2, *queries, gain, biases]
+
+    ref = torch.autograd.grad(_loss(route, _haares_like_calls(e, b1, b_half, b2, scale, torch.float64),
+                                    queries, gain, biases), inputs)
+    fused = FusedRoute(triton=True)
+    got = torch.autograd.grad(_loss(fused, _haares_like_calls(e, b1, b_half, b2, scale, torch.float32),
+                                    queries, gain, biases), inputs)
+    assert kernel_calls == {"forward": 3, "backward": 3}, "the kernels did not take every call"
+    for name, want, c in zip(["e", "b1", "b_half", "b2", "q1", "q2", "q3", "gain", "biases"], ref, got, strict=True):
+        assert c.dtype == torch.float64  # the reference's leaves: fp32 copies' gradients flow back in fp64
+        err = (c - want).abs().max() / want.abs().max()
+        assert err < 1e-5, f"{name}: relative error {err:.2e} against float64 (the fp32 bar is 1e-5)"
+    assert not fused._shared, "the running sums outlived their sources"
+
+
+def test_kernels_match_the_reference_values():
+    e, b1, b2 = _leaves(3, seed=3)
+    gain = torch.ones(48, dtype=torch.float64)
+    query = torch.randn(48, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    want = route([e, b1, b2], query, gain, None, 1e-6)
+    got = FusedRoute(triton=True)([x.float() for x in (e, b1, b2)], query.float(), gain.float(), None, 1e-6)
+    assert got.dtype == torch.float32
+    assert torch.allclose(got.double(), want, rtol=1e-5, atol=1e-6)
+
+
+def test_calls_the_kernels_do_not_take_fall_back_to_the_bodies(kernel_calls):
+    """float64 sources, and a recipe whose base is not the slot before it, route through Inductor's bodies."""
+    (a, b, c), query, gain = _leaves(3, seed=5), torch.randn(48, dtype=torch.float64), torch.ones(48, dtype=torch.float64)
+    fused = FusedRoute(triton=True)
+    got = fused([a, b, c], query, gain, None, 1e-6)
+    odd = ((2, 0, False, False),)  # (slot, base, has_half, has_scale): rebuilt from slot 0, not 1
+    assert not triton_router.supports([a, b, c], ()) and not triton_router.supports([x.float() for x in (a, b, c)], odd)
+    assert triton_router.supports([x.float() for x in (a, b, c)], ())
+    assert torch.allclose(got, route([a, b, c], query, gain, None, 1e-6), atol=1e-12)
+    got.sum().backward()
+    assert kernel_calls == {"forward": 0, "backward": 0}
+
+
+@pytest.mark.parametrize("residual", ["block_attnres", "haares"])
+def test_a_model_on_the_kernels_computes_the_reference_function(residual, kernel_calls):
+    cfg = ModelConfig(d_model=32, d_ff=64, n_layers=4, n_heads=2, blocks=2, vocab_size=64, residual=residual)
+    check = equivalence(cfg, device=torch.device("cpu"), fast=FastPath(router="triton", compile=False, cuda_graph=False),
+                        precision="fp32", batch_size=2, seq_len=16)
+    assert kernel_calls["forward"] > 0 and kernel_calls["backward"] > 0
+    assert check["logits_rel_err"] < 1e-5 and check["grads_rel_err"] < 1e-5
+
+
+def test_the_triton_router_needs_cuda_outside_the_interpreter(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET")
+    with pytest.raises(HaaresError, match="train.router=triton .* CUDA"):
+        resolve_fast_path(TrainConfig(router="triton"), torch.device("cpu"))
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    assert resolve_fast_path(TrainConfig(router="triton"), torch.device("cpu")).router == "triton"
