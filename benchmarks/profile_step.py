@@ -88,7 +88,7 @@ def device_ms_by_region(prof, steps: int) -> dict[str, float]:
 
 def profile_scheme(scheme: str, args: argparse.Namespace, device: torch.device) -> dict:
     cfg = family(args.family, args.layers, residual=scheme)
-    fast = FastPath(router="fused", compile=True, cuda_graph=False)
+    fast = FastPath(router=args.router, compile=True, cuda_graph=False)
     with matmul_precision(args.precision):
         step = build_train_step(cfg, TrainConfig(precision=args.precision), fast, device, seed=0)
         mark_regions(step.model)
@@ -111,6 +111,7 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=48)
     parser.add_argument("--schemes", default="block_attnres,haares")
     parser.add_argument("--precision", default="bf16")
+    parser.add_argument("--router", default="fused", help="fused (Inductor's bodies) or triton (hand-written kernels)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--seq-len", type=int, default=512)
     parser.add_argument("--warmup", type=int, default=3)

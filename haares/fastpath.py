@@ -1,7 +1,7 @@
 """The fast path: which implementation trains a run (router, compilation, CUDA graph), decided once.
 
 Same function, other implementation. `TrainConfig` holds the user's (or grid's) choice, "auto" by
-default; `resolve_fast_path` turns it into what runs on a device (on CUDA: fused router, compiled
+default; `resolve_fast_path` turns it into what runs on a device (on CUDA: fused router on Triton kernels, compiled
 sublayers and glue, the whole step in one CUDA graph; on the CPU: the plain reference code, which
 the golden traces pin); `apply_fast_path` sets a model up. The trainer and `haares bench` both go
 through here, and each run's summary records the resolved choice.
@@ -39,10 +39,16 @@ class FastPath:
         return asdict(self)
 
 
+def _cuda_router() -> str:
+    """Auto's router on CUDA: the Triton kernels (measured faster than Inductor's bodies for both
+    routed schemes, docs/performance.md), or the fused router where triton is not installed."""
+    return "triton" if importlib.util.find_spec("triton") is not None else "fused"
+
+
 def resolve_fast_path(train: TrainConfig, device: torch.device) -> FastPath:
     """Resolve "auto" (router) and None (compile, cuda_graph) for `device`; explicit values win."""
     on_cuda = device.type == "cuda"
-    router = train.router if train.router != "auto" else ("fused" if on_cuda else "reference")
+    router = train.router if train.router != "auto" else (_cuda_router() if on_cuda else "reference")
     compiled = train.compile if train.compile is not None else on_cuda
     # Muon's step has no host sync (constant lr, no .item()), so it should capture, but it has not yet
     # been checked against its eager step on a GPU (benchmarks/graph_check.py does that): until then

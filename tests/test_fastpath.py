@@ -4,6 +4,7 @@ reference run. (The CUDA graph and compilation need a GPU; their equivalence is 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import pytest
@@ -20,8 +21,12 @@ from haares.train import train
 CPU, CUDA = torch.device("cpu"), torch.device("cuda", 0)
 
 
-def test_auto_is_the_fast_path_on_cuda_and_the_reference_on_the_cpu():
-    assert resolve_fast_path(TrainConfig(), CUDA) == FastPath(router="fused", compile=True, cuda_graph=True)
+def test_auto_is_the_fast_path_on_cuda_and_the_reference_on_the_cpu(monkeypatch):
+    assert resolve_fast_path(TrainConfig(), CUDA) == FastPath(router="triton", compile=True, cuda_graph=True)
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "triton" else real_find_spec(name))
+    assert resolve_fast_path(TrainConfig(), CUDA).router == "fused", "without triton, Inductor's bodies"
+    monkeypatch.undo()
     assert resolve_fast_path(TrainConfig(), CPU) == FastPath(router="reference", compile=False, cuda_graph=False)
     explicit = TrainConfig(router="fused", compile=False, cuda_graph=False)
     assert resolve_fast_path(explicit, CUDA) == FastPath(router="fused", compile=False, cuda_graph=False)
@@ -30,7 +35,7 @@ def test_auto_is_the_fast_path_on_cuda_and_the_reference_on_the_cpu():
 
 def test_auto_leaves_muon_steps_eager_until_checked_on_a_gpu():
     muon = TrainConfig(optimizer="muon")
-    assert resolve_fast_path(muon, CUDA) == FastPath(router="fused", compile=True, cuda_graph=False)
+    assert resolve_fast_path(muon, CUDA) == FastPath(router="triton", compile=True, cuda_graph=False)
     assert resolve_fast_path(TrainConfig(optimizer="muon", cuda_graph=True), CUDA).cuda_graph
     assert resolve_fast_path(muon, CPU).cuda_graph is False
 
@@ -105,13 +110,18 @@ def test_training_on_the_fused_router_matches_the_reference_and_is_recorded(sche
     assert json.loads(reference.summary.read_text())["fast_path"]["router"] == "reference"
 
 
-def test_a_preempted_run_on_the_fused_router_resumes_bitwise(tmp_path):
-    """Exact resume holds on the fused router (detail recipes, running gradient sums): a run stopped
-    at step 3 and resumed ends bitwise where its uninterrupted twin does."""
+@pytest.mark.parametrize("router", ["fused", "triton"])
+def test_a_preempted_run_on_the_fused_router_resumes_bitwise(tmp_path, router, monkeypatch):
+    """Exact resume holds on the fused router, on Inductor's bodies and on the Triton kernels (run by
+    Triton's interpreter here): detail recipes, running gradient sums. A run stopped at step 3 and
+    resumed ends bitwise where its uninterrupted twin does."""
     from haares.train import Preempted, TrainCallbacks
 
+    if router == "triton":
+        pytest.importorskip("triton")
+        monkeypatch.setenv("TRITON_INTERPRET", "1")
     cfg = tiny_config("haares", steps=6, eval_every=3)
-    fused = RunConfig.from_dict({**cfg.to_dict(), "train": {**cfg.to_dict()["train"], "router": "fused"}})
+    fused = RunConfig.from_dict({**cfg.to_dict(), "train": {**cfg.to_dict()["train"], "router": router}})
     twin = train(fused, device="cpu", run_dir=tmp_path / "twin")
     stop = []
     callbacks = TrainCallbacks(on_progress=lambda step, *_: stop.append(step >= 3), progress_interval_s=0)
@@ -122,3 +132,4 @@ def test_a_preempted_run_on_the_fused_router_resumes_bitwise(tmp_path):
         (p.step, p.val_loss, p.train_loss) for p in twin.evals
     ]
     assert len(twin.evals) == 2
+    assert json.loads(twin.summary.read_text())["fast_path"]["router"] == router
