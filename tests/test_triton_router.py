@@ -106,6 +106,8 @@ def test_calls_the_kernels_do_not_take_fall_back_to_the_bodies(kernel_calls):
     odd = ((2, 0, False, False),)  # (slot, base, has_half, has_scale): rebuilt from slot 0, not 1
     assert not triton_router.supports([a, b, c], ()) and not triton_router.supports([x.float() for x in (a, b, c)], odd)
     assert triton_router.supports([x.float() for x in (a, b, c)], ())
+    strided_half = torch.randn(48, 3, 2).permute(2, 1, 0)  # (2, 3, 48), not contiguous
+    assert not triton_router.supports([x.float() for x in (a, b, c)], ((2, 1, True, False),), [strided_half])
     assert torch.allclose(got, route([a, b, c], query, gain, None, 1e-6), atol=1e-12)
     got.sum().backward()
     assert kernel_calls == {"forward": 0, "backward": 0}

@@ -148,7 +148,7 @@ class TritonBodies:
         self.kernels, self.fallback = triton_router, fallback
 
     def forward(self, values, u, biases, eps, recipes, extras):
-        if not self.kernels.supports(values, recipes):
+        if not self.kernels.supports(values, recipes, extras):
             h, saved, _ = self.fallback.forward(values, u, biases, eps, recipes, extras)
             return h, saved, False
         h, saved = self.kernels.forward(values, u, biases, eps, recipes, extras)

@@ -158,9 +158,12 @@ class Recipes:
         self.bits = (_bits(detail), _bits(half), _bits(scale))
 
 
-def supports(values, recipes: tuple) -> bool:
-    """Whether the kernels take this router call: contiguous fp32/bf16/fp16 sources of one shape, at most
-    MAX_SOURCES of them, D <= MAX_WIDTH, each recipe rebuilding its slot from the slot before it."""
+def supports(values, recipes: tuple, extras=()) -> bool:
+    """Whether the kernels take this router call: contiguous fp32/bf16/fp16 sources of one shape (and
+    contiguous recipe extras), at most MAX_SOURCES of them, D <= MAX_WIDTH, each recipe rebuilding its
+    slot from the slot before it."""
+    if not all(x.is_contiguous() for x in extras):
+        return False
     shown = [v for v in values if v is not None]
     if not shown or len(values) > MAX_SOURCES or shown[0].shape[-1] > MAX_WIDTH:
         return False
@@ -172,9 +175,9 @@ def supports(values, recipes: tuple) -> bool:
 
 
 def forward(values: list[torch.Tensor], u: torch.Tensor, biases: torch.Tensor, eps: float, recipes: tuple, extras):
-    """values M x (B, T, D), u (D,) fp32, biases (M,), recipes and their extras (slots they rebuild are
-    rebuilt, not read) -> h (B, T, D) fp32 and the saved (logits (M, R), softmax max and sum (2, R), r (M, R), s (M, R)),
-    R = B * T rows."""
+    """values M x (B, T, D), u (D,) fp32, biases (M,), recipes and their extras (the slots they rebuild
+    are rebuilt, not read) -> h (B, T, D) fp32 and the saved (logits (M, R), the softmax's max and sum
+    (2, R), r (M, R), s (M, R)); R = B * T rows."""
     shape, D, M = values[0].shape, values[0].shape[-1], len(values)
     rows = values[0].numel() // D
     block_d, rows_per, warps = _layout(D)
