@@ -10,6 +10,7 @@ through here, and each run's summary records the resolved choice.
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import importlib.util
 import os
 from collections.abc import Iterator
@@ -39,10 +40,27 @@ class FastPath:
         return asdict(self)
 
 
+TRITON_MIN = (3, 3)
+"""The kernels take their sources as a tuple of tensors, which older Triton releases cannot pass."""
+
+
+def triton_version() -> tuple[int, int] | None:
+    """(major, minor) of the installed triton, or None where there is none (read from its metadata,
+    without importing it)."""
+    if importlib.util.find_spec("triton") is None:
+        return None
+    try:
+        major, minor = importlib.metadata.version("triton").split(".")[:2]
+        return int(major), int(minor)
+    except (importlib.metadata.PackageNotFoundError, ValueError):
+        return None
+
+
 def _cuda_router() -> str:
     """Auto's router on CUDA: the Triton kernels (measured faster than Inductor's bodies for both
-    routed schemes, docs/performance.md), or the fused router where triton is not installed."""
-    return "triton" if importlib.util.find_spec("triton") is not None else "fused"
+    routed schemes, docs/performance.md), or Inductor's bodies where triton is missing or too old."""
+    version = triton_version()
+    return "triton" if version is not None and version >= TRITON_MIN else "fused"
 
 
 def resolve_fast_path(train: TrainConfig, device: torch.device) -> FastPath:
@@ -59,8 +77,11 @@ def resolve_fast_path(train: TrainConfig, device: torch.device) -> FastPath:
             f"train.router=triton runs Triton kernels, which need a CUDA device, not {device.type}; "
             "use train.router=fused or auto (TRITON_INTERPRET=1 runs them on the CPU, slowly, for tests)"
         )
-    if router == "triton" and importlib.util.find_spec("triton") is None:
-        raise HaaresError("train.router=triton needs the triton package (pip install triton); or use train.router=fused")
+    if router == "triton" and (triton_version() or (0, 0)) < TRITON_MIN:
+        raise HaaresError(
+            f"train.router=triton needs triton >= {'.'.join(map(str, TRITON_MIN))} (installed: "
+            f"{'.'.join(map(str, triton_version() or ())) or 'none'}); pip install -U triton, or use train.router=fused"
+        )
     if graph and not on_cuda:
         raise HaaresError(
             f"train.cuda_graph=true needs a CUDA device, not {device.type}; "

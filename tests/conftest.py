@@ -1,4 +1,5 @@
-"""Shared fixtures. Sets offline and results-home variables before anything imports `datasets`."""
+"""Shared fixtures. Sets offline and results-home variables before anything imports `datasets`, and
+Triton's interpreter mode before anything imports triton."""
 
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ import uuid
 # Read at import time by datasets/huggingface_hub: a hub miss must fail at once, not retry for 23 s.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+# The router's Triton kernels run on the CPU only in Triton's interpreter, which triton reads when it
+# is first imported (torch imports it lazily, e.g. for a compile), so it is set before any test runs.
+os.environ.setdefault("TRITON_INTERPRET", "1")
 _SESSION_HOME = tempfile.mkdtemp(prefix="haares-test-home-")
 atexit.register(shutil.rmtree, _SESSION_HOME, ignore_errors=True)  # one per pytest run; they piled up in /tmp
 os.environ.setdefault("HF_HOME", os.path.join(_SESSION_HOME, "hf"))

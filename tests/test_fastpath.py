@@ -4,6 +4,7 @@ reference run. (The CUDA graph and compilation need a GPU; their equivalence is 
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import json
 
@@ -26,6 +27,13 @@ def test_auto_is_the_fast_path_on_cuda_and_the_reference_on_the_cpu(monkeypatch)
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "triton" else real_find_spec(name))
     assert resolve_fast_path(TrainConfig(), CUDA).router == "fused", "without triton, Inductor's bodies"
+    with pytest.raises(HaaresError, match=r"needs triton >= 3\.3 \(installed: none\)"):
+        resolve_fast_path(TrainConfig(router="triton"), CUDA)
+    monkeypatch.undo()
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: "3.1.0")
+    assert resolve_fast_path(TrainConfig(), CUDA).router == "fused", "a triton too old for the kernels"
+    with pytest.raises(HaaresError, match=r"installed: 3\.1"):
+        resolve_fast_path(TrainConfig(router="triton"), CUDA)
     monkeypatch.undo()
     assert resolve_fast_path(TrainConfig(), CPU) == FastPath(router="reference", compile=False, cuda_graph=False)
     explicit = TrainConfig(router="fused", compile=False, cuda_graph=False)
@@ -111,15 +119,14 @@ def test_training_on_the_fused_router_matches_the_reference_and_is_recorded(sche
 
 
 @pytest.mark.parametrize("router", ["fused", "triton"])
-def test_a_preempted_run_on_the_fused_router_resumes_bitwise(tmp_path, router, monkeypatch):
+def test_a_preempted_run_on_the_fused_router_resumes_bitwise(tmp_path, router):
     """Exact resume holds on the fused router, on Inductor's bodies and on the Triton kernels (run by
     Triton's interpreter here): detail recipes, running gradient sums. A run stopped at step 3 and
     resumed ends bitwise where its uninterrupted twin does."""
     from haares.train import Preempted, TrainCallbacks
 
     if router == "triton":
-        pytest.importorskip("triton")
-        monkeypatch.setenv("TRITON_INTERPRET", "1")
+        pytest.importorskip("triton")  # run by Triton's interpreter (conftest.py sets TRITON_INTERPRET)
     cfg = tiny_config("haares", steps=6, eval_every=3)
     fused = RunConfig.from_dict({**cfg.to_dict(), "train": {**cfg.to_dict()["train"], "router": router}})
     twin = train(fused, device="cpu", run_dir=tmp_path / "twin")

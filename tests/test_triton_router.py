@@ -1,22 +1,19 @@
 """The fused router's Triton kernels compute the reference router's function, run here on the CPU by
-Triton's interpreter (TRITON_INTERPRET=1): the same kernel code CUDA compiles, op for op in NumPy."""
+Triton's interpreter (TRITON_INTERPRET=1, set by conftest.py): the same kernel code CUDA compiles, op
+for op in NumPy."""
 
 from __future__ import annotations
 
-import os
+import pytest
+import torch
 
-os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton_router is imported (it is, lazily, below)
-
-import pytest  # noqa: E402
-import torch  # noqa: E402
-
-from haares.config import ModelConfig, TrainConfig  # noqa: E402
-from haares.equivalence import equivalence  # noqa: E402
-from haares.errors import HaaresError  # noqa: E402
-from haares.fastpath import FastPath, resolve_fast_path  # noqa: E402
-from haares.residual.fused_router import FusedRoute  # noqa: E402
-from haares.residual.haares import Detail  # noqa: E402
-from haares.residual.router import route  # noqa: E402
+from haares.config import ModelConfig, TrainConfig
+from haares.equivalence import equivalence
+from haares.errors import HaaresError
+from haares.fastpath import FastPath, resolve_fast_path
+from haares.residual.fused_router import FusedRoute
+from haares.residual.haares import Detail
+from haares.residual.router import route
 
 triton_router = pytest.importorskip("haares.residual.triton_router")
 
