@@ -20,8 +20,10 @@ running gradient sum: each router's backward adds its gradient to it in the pass
 and a 0-d token in the graph (`_Shared`) hands the sum to the source after the last such router, so
 autograd never adds per-router gradients in passes of their own.
 `FusedRoute(compiled=True)` compiles the two bodies with torch.compile (one graph per source
-pattern, small and quick to build): the CUDA fast path's choice. `route_fused` runs them eagerly, which is
-what the CPU tests exercise.
+pattern); `FusedRoute(triton=True)` runs them as the hand-written kernels of `triton_router` (one
+pass over the sources forward, one kernel backward), the CUDA fast path's choice, with the compiled
+bodies for calls the kernels do not take. `route_fused` runs the bodies eagerly, which is what most
+CPU tests exercise (the kernels' tests run them in Triton's interpreter).
 """
 
 from __future__ import annotations
