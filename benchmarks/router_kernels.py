@@ -61,12 +61,14 @@ def _kernel_us(fn, iters: int) -> dict[str, float]:
 
 
 def measure(impl: str, m: int, args, device, layout: str = "") -> dict:
-    """layout "ROWSxWARPS" (triton only): rows per program and warps, in place of the kernels' choice."""
+    """layout "ROWSxWARPS" or "ROWSxWARPSxLOOP" (triton only): rows per program, warps and row blocks a
+    backward program takes in a loop, in place of the kernels' choice."""
     if layout:
         from haares.residual import triton_router
 
-        rows, warps = (int(x) for x in layout.split("x"))
+        rows, warps, *loop = (int(x) for x in layout.split("x"))
         triton_router._layout = lambda d: (triton_router.triton.next_power_of_2(d), rows, warps)
+        triton_router.BACKWARD_LOOP = loop[0] if loop else 1
     route = FusedRoute(compiled=True, triton=impl == "triton")
     step, leaves = _call(route, m, args.batch_size, args.seq_len, args.d_model, device)
     for _ in range(3):
@@ -89,7 +91,7 @@ def main() -> None:
     parser.add_argument("--seq-len", type=int, default=512)
     parser.add_argument("--d-model", type=int, default=512)
     parser.add_argument("--iters", type=int, default=50)
-    parser.add_argument("--layouts", default="", help="triton layouts to try, ROWSxWARPS comma-separated (e.g. 8x8,2x4)")
+    parser.add_argument("--layouts", default="", help="triton layouts to try, ROWSxWARPS[xLOOP] comma-separated (e.g. 8x8,1x1,1x1x8)")
     parser.add_argument("--json", dest="json_out")
     args = parser.parse_args()
     if not torch.cuda.is_available():

@@ -125,3 +125,29 @@ def test_the_triton_router_needs_cuda_outside_the_interpreter(monkeypatch):
         resolve_fast_path(TrainConfig(router="triton"), torch.device("cpu"))
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     assert resolve_fast_path(TrainConfig(router="triton"), torch.device("cpu")).router == "triton"
+
+
+@pytest.mark.parametrize(("rows_per", "loop"), [(2, 3), (1, 4)])
+def test_row_blocks_taken_in_a_loop_give_the_same_gradients(monkeypatch, rows_per, loop, kernel_calls):
+    """BACKWARD_LOOP > 1 (several row blocks a program, fewer du partials), with a row count (2 x 7 = 14
+    tokens) that leaves the last program's row blocks partly or wholly empty."""
+    e, b1, b2 = _leaves(3, b=2, t=7, seed=6)
+    gen = torch.Generator().manual_seed(7)
+    query = torch.randn(48, generator=gen, dtype=torch.float64).requires_grad_()
+    gain = (torch.rand(48, generator=gen, dtype=torch.float64) + 0.5).requires_grad_()
+    inputs = [e, b1, b2, query, gain]
+
+    def grads():
+        fused = FusedRoute(triton=True)
+        h = fused([x.float() for x in (e, b1, b2)], query.float(), gain.float(), None, 1e-6)
+        up = torch.randn(h.shape, generator=torch.Generator().manual_seed(8))
+        return torch.autograd.grad((h * up).sum(), inputs)
+
+    plain = grads()
+    block_d = triton_router.triton.next_power_of_2(48)
+    monkeypatch.setattr(triton_router, "_layout", lambda d: (block_d, rows_per, 1))
+    monkeypatch.setattr(triton_router, "BACKWARD_LOOP", loop)
+    looped = grads()
+    assert kernel_calls == {"forward": 2, "backward": 2}
+    for a, c in zip(plain, looped, strict=True):
+        assert torch.allclose(a, c, rtol=1e-5, atol=1e-6)

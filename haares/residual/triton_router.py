@@ -29,6 +29,9 @@ MAX_SOURCES = 32
 """Sources per router the kernels take (bit masks are 32-bit); wider routers use the compiled bodies."""
 MAX_WIDTH = 4096
 """Largest hidden size D: a program holds a block of rows of every source in registers."""
+BACKWARD_LOOP = 1
+"""Row blocks a backward program takes one after another (du's partials are this many times fewer).
+1 is what was measured best so far; benchmarks/router_kernels.py --loops tries others."""
 
 
 @triton.jit
@@ -83,14 +86,13 @@ def _route_forward(
     tl.store(norm_ptr + rows + row, total, mask=rmask)
 
 
-@triton.jit(do_not_specialize=["rows", "detail_bits", "half_bits", "scale_bits", "sum_bits"])
-def _route_backward(
-    srcs, halves, scales, sums, grads, g_ptr, u_ptr, logit_ptr, norm_ptr, r_ptr, s_ptr, dl_ptr, du_ptr,
+@triton.jit
+def _backward_rows(
+    row, srcs, halves, scales, sums, grads, g_ptr, u_ptr, logit_ptr, norm_ptr, r_ptr, s_ptr, dl_ptr,
     rows, detail_bits, half_bits, scale_bits, sum_bits,
     M: tl.constexpr, D: tl.constexpr, BLOCK_D: tl.constexpr, ROWS: tl.constexpr,
 ):
-    pid = tl.program_id(0)
-    row = pid * ROWS + tl.arange(0, ROWS)
+    """The backward of one block of rows: writes their dV and dl; returns their w summed over rows (BLOCK_D,)."""
     col = tl.arange(0, BLOCK_D)
     rmask = row < rows
     mask = rmask[:, None] & (col < D)[None, :]
@@ -125,7 +127,32 @@ def _route_backward(
         tl.store(dl_ptr + m * rows + row, dl, mask=rmask)
         w += c[:, None] * v
         prev = v
-    tl.store(du_ptr + pid * D + col, tl.sum(w, axis=0), mask=col < D)
+    return tl.sum(w, axis=0)
+
+
+@triton.jit(do_not_specialize=["rows", "detail_bits", "half_bits", "scale_bits", "sum_bits"])
+def _route_backward(
+    srcs, halves, scales, sums, grads, g_ptr, u_ptr, logit_ptr, norm_ptr, r_ptr, s_ptr, dl_ptr, du_ptr,
+    rows, detail_bits, half_bits, scale_bits, sum_bits,
+    M: tl.constexpr, D: tl.constexpr, BLOCK_D: tl.constexpr, ROWS: tl.constexpr, LOOP: tl.constexpr,
+):
+    # LOOP row blocks a program, one after another: du's partials are LOOP times fewer.
+    pid = tl.program_id(0)
+    col = tl.arange(0, BLOCK_D)
+    if LOOP == 1:  # no loop at all: the code that was measured (docs/performance.md)
+        du = _backward_rows(
+            pid * ROWS + tl.arange(0, ROWS), srcs, halves, scales, sums, grads, g_ptr, u_ptr, logit_ptr, norm_ptr,
+            r_ptr, s_ptr, dl_ptr, rows, detail_bits, half_bits, scale_bits, sum_bits, M, D, BLOCK_D, ROWS,
+        )
+    else:
+        du = tl.zeros((BLOCK_D,), tl.float32)
+        for i in tl.range(LOOP):
+            du += _backward_rows(
+                (pid * LOOP + i) * ROWS + tl.arange(0, ROWS), srcs, halves, scales, sums, grads, g_ptr, u_ptr,
+                logit_ptr, norm_ptr, r_ptr, s_ptr, dl_ptr, rows, detail_bits, half_bits, scale_bits, sum_bits,
+                M, D, BLOCK_D, ROWS,
+            )
+    tl.store(du_ptr + pid * D + col, du, mask=col < D)
 
 
 def _layout(D: int) -> tuple[int, int, int]:
@@ -201,7 +228,7 @@ def backward(values: list, dtypes: list, u: torch.Tensor, G: torch.Tensor, saved
     M, rows = logits.shape
     D = G.shape[-1]
     block_d, rows_per, warps = _layout(D)
-    blocks = triton.cdiv(rows, rows_per)
+    blocks = triton.cdiv(rows, rows_per * BACKWARD_LOOP)
     book = Recipes(M, recipes, extras, stand_in=G)
     shown = [v if v is not None else G for v in values]  # a rebuilt slot's pointer is never read
     grads = [torch.empty(G.shape, device=G.device, dtype=dt) for dt in dtypes]
@@ -211,7 +238,7 @@ def backward(values: list, dtypes: list, u: torch.Tensor, G: torch.Tensor, saved
         tuple(shown), tuple(book.halves), tuple(book.scales), tuple(x if x is not None else G for x in sums),
         tuple(grads), G.contiguous(), u, logits, norm, r, s, dl, du_parts,
         rows, *book.bits, _bits(x is not None for x in sums),
-        M=M, D=D, BLOCK_D=block_d, ROWS=rows_per, num_warps=warps,
+        M=M, D=D, BLOCK_D=block_d, ROWS=rows_per, LOOP=BACKWARD_LOOP, num_warps=warps,
     )
     return grads, du_parts.sum(0), dl.sum(1)
 
