@@ -255,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--blocks", type=int, default=4)
     parser.add_argument("--schemes", default="standard,block_attnres,haares")
     parser.add_argument("--precision", default="fp32,bf16")
-    parser.add_argument("--router", default="auto", help="reference, fused, triton or auto (the trainer's default), comma-separated")
+    parser.add_argument("--router", default="auto", help="reference, fused, triton, triton_virtual or auto (the trainer's default), comma-separated")
     parser.add_argument("--compile", default="auto", help="no, yes, auto, or a list such as no,yes")
     parser.add_argument("--cuda-graph", default="auto", help="no, yes, auto, or a list such as no,yes")
     parser.add_argument("--batch-size", type=int, default=16)

@@ -21,7 +21,7 @@ ResidualName = Literal[
 DetailName = Literal["half_split", "random_sign", "dup_cumulative"]
 TokenizerName = Literal["char", "bpe4096"]
 PrecisionName = Literal["fp32", "bf16"]
-RouterImplName = Literal["auto", "reference", "fused", "triton"]
+RouterImplName = Literal["auto", "reference", "fused", "triton", "triton_virtual"]
 OptimizerName = Literal["adamw", "muon"]
 
 # Model families of the paper (d_model, d_ff); 8 heads throughout.

@@ -30,7 +30,9 @@ class FastPath:
     """What trains a run on its device."""
 
     router: str
-    """reference, fused (Inductor's bodies) or triton (hand-written kernels)."""
+    """reference, fused (Inductor's bodies), triton (hand-written kernels) or triton_virtual (the
+    kernels, and HAARES's half-split details never materialised: the kernels rebuild them and send
+    their gradients to b and b^(h); not yet measured on a GPU, so not auto's choice)."""
     compile: bool
     """Sublayers, fused-router bodies and routing glue torch.compile'd."""
     cuda_graph: bool
@@ -72,14 +74,14 @@ def resolve_fast_path(train: TrainConfig, device: torch.device) -> FastPath:
     # been checked against its eager step on a GPU (benchmarks/graph_check.py does that): until then
     # auto leaves Muon's steps eager; train.cuda_graph=true captures them anyway.
     graph = train.cuda_graph if train.cuda_graph is not None else on_cuda and train.optimizer == "adamw"
-    if router == "triton" and not (on_cuda or os.environ.get("TRITON_INTERPRET") == "1"):
+    if router.startswith("triton") and not (on_cuda or os.environ.get("TRITON_INTERPRET") == "1"):
         raise HaaresError(
-            f"train.router=triton runs Triton kernels, which need a CUDA device, not {device.type}; "
+            f"train.router={router} runs Triton kernels, which need a CUDA device, not {device.type}; "
             "use train.router=fused or auto (TRITON_INTERPRET=1 runs them on the CPU, slowly, for tests)"
         )
-    if router == "triton" and (triton_version() or (0, 0)) < TRITON_MIN:
+    if router.startswith("triton") and (triton_version() or (0, 0)) < TRITON_MIN:
         raise HaaresError(
-            f"train.router=triton needs triton >= {'.'.join(map(str, TRITON_MIN))} (installed: "
+            f"train.router={router} needs triton >= {'.'.join(map(str, TRITON_MIN))} (installed: "
             f"{'.'.join(map(str, triton_version() or ())) or 'none'}); pip install -U triton, or use train.router=fused"
         )
     if graph and not on_cuda:

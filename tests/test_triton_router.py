@@ -110,10 +110,11 @@ def test_calls_the_kernels_do_not_take_fall_back_to_the_bodies(kernel_calls):
     assert kernel_calls == {"forward": 0, "backward": 0}
 
 
-@pytest.mark.parametrize("residual", ["block_attnres", "haares"])
-def test_a_model_on_the_kernels_computes_the_reference_function(residual, kernel_calls):
+@pytest.mark.parametrize(("residual", "router"), [("block_attnres", "triton"), ("haares", "triton"),
+                                                  ("haares", "triton_virtual")])
+def test_a_model_on_the_kernels_computes_the_reference_function(residual, router, kernel_calls):
     cfg = ModelConfig(d_model=32, d_ff=64, n_layers=4, n_heads=2, blocks=2, vocab_size=64, residual=residual)
-    check = equivalence(cfg, device=torch.device("cpu"), fast=FastPath(router="triton", compile=False, cuda_graph=False),
+    check = equivalence(cfg, device=torch.device("cpu"), fast=FastPath(router=router, compile=False, cuda_graph=False),
                         precision="fp32", batch_size=2, seq_len=16)
     assert kernel_calls["forward"] > 0 and kernel_calls["backward"] > 0
     assert check["logits_rel_err"] < 1e-5 and check["grads_rel_err"] < 1e-5
@@ -151,3 +152,66 @@ def test_row_blocks_taken_in_a_loop_give_the_same_gradients(monkeypatch, rows_pe
     assert kernel_calls == {"forward": 2, "backward": 2}
     for a, c in zip(plain, looped, strict=True):
         assert torch.allclose(a, c, rtol=1e-5, atol=1e-6)
+
+
+def _virtual_calls(e, b1, b_half, b2, scale, dtype):
+    """`_haares_like_calls` with the two details never materialised (None): their recipes are all."""
+    calls = _haares_like_calls(e, b1, b_half, b2, scale, dtype)
+    values, details, with_bias = calls[0]
+    return [([v if m not in (2, 4) else None for m, v in enumerate(values)], details, with_bias), *calls[1:]]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_virtual_details_send_their_gradients_to_base_and_half(dtype, kernel_calls):
+    """A detail given only as its recipe (HAARES on the kernels): its gradient reaches its base and
+    its b^(h), as autograd through the materialised detail would (float64 reference). float32 runs
+    on the kernels; float64 falls back to Inductor's bodies and folds the gradient in Python."""
+    e, b1, b_half, b2 = _leaves(4)
+    gen = torch.Generator().manual_seed(1)
+    scale = torch.rand(2, 3, 1, generator=gen, dtype=torch.float64) + 0.5
+    queries = [torch.randn(48, generator=gen, dtype=torch.float64).requires_grad_() for _ in range(3)]
+    gain = (torch.rand(48, generator=gen, dtype=torch.float64) + 0.5).requires_grad_()
+    biases = torch.randn(5, generator=gen, dtype=torch.float64).requires_grad_()
+    inputs = [e, b1, b_half, b2, *queries, gain, biases]
+    ref = torch.autograd.grad(_loss(route, _haares_like_calls(e, b1, b_half, b2, scale, torch.float64),
+                                    queries, gain, biases), inputs)
+    fused = FusedRoute(triton=True, virtual_details=True)
+    assert fused.rebuilds_details
+    got = torch.autograd.grad(_loss(fused, _virtual_calls(e, b1, b_half, b2, scale, dtype), queries, gain, biases),
+                              inputs)
+    expected_calls = {"forward": 3, "backward": 3} if dtype == torch.float32 else {"forward": 0, "backward": 0}
+    assert kernel_calls == expected_calls
+    bar = 1e-5 if dtype == torch.float32 else 1e-10
+    for name, want, c in zip(["e", "b1", "b_half", "b2", "q1", "q2", "q3", "gain", "biases"], ref, got, strict=True):
+        err = (c - want).abs().max() / want.abs().max()
+        assert err < bar, f"{name}: relative error {err:.2e}"
+
+
+def test_haares_on_the_kernels_never_materialises_its_details(monkeypatch):
+    """On triton_virtual HAARES's glue returns no d_hat (routers rebuild it); on triton and the reference
+    it does."""
+    import haares.residual.haares as haares_module
+    from haares.model import build_model
+    from haares.residual.router import use_router
+
+    made = []
+    real = haares_module.next_sources
+
+    def spy(*args, **kwargs):
+        out = real(*args, **kwargs)
+        made.append(out[2] is not None)
+        return out
+
+    monkeypatch.setattr(haares_module, "next_sources", spy)
+    cfg = ModelConfig(d_model=32, d_ff=64, n_layers=4, n_heads=2, blocks=2, vocab_size=64, residual="haares")
+    idx = torch.randint(0, 64, (2, 16), generator=torch.Generator().manual_seed(0))
+    losses = {}
+    for router in ["reference", "triton", "triton_virtual"]:
+        model = build_model(cfg, seed=0)
+        use_router(model, router)
+        made.clear()
+        _, losses[router] = model(idx, idx)
+        losses[router].backward()
+        assert made, "next_sources was not called"
+        assert not any(made) if router == "triton_virtual" else all(made)
+    assert torch.allclose(losses["reference"], losses["triton_virtual"], rtol=1e-6)

@@ -34,7 +34,7 @@ def bench(
     blocks: Annotated[int, typer.Option(help="Block count N of the routing schemes.")] = 4,
     schemes: Annotated[str, typer.Option(help="Comma-separated residual schemes.")] = "standard,block_attnres,haares",
     precision: Annotated[str, typer.Option(help="Comma-separated precisions: fp32, bf16.")] = "fp32,bf16",
-    router: Annotated[str, typer.Option(help="Router implementations: reference, fused (Inductor's bodies), triton (hand-written kernels, CUDA), or auto (the trainer's choice on this device).")] = "auto",
+    router: Annotated[str, typer.Option(help="Router implementations: reference, fused (Inductor's bodies), triton (hand-written kernels, CUDA), triton_virtual (the kernels, HAARES's details never materialised), or auto (the trainer's choice on this device).")] = "auto",
     compile: Annotated[str, typer.Option(help="Compile sublayers and glue: no, yes, auto, or no,yes for both.")] = "auto",
     cuda_graph: Annotated[str, typer.Option(help="Whole step as one CUDA graph: no, yes, auto, or no,yes.")] = "auto",
     batch_size: Annotated[int, typer.Option(help="Sequences per step.")] = 16,

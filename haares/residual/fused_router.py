@@ -62,6 +62,28 @@ def _rebuild(values: list, recipes: tuple, extras: list) -> list[torch.Tensor]:
     return values
 
 
+def _fold(dV: list, recipes: tuple, extras: list, virtual: list, half_sums: list) -> list:
+    """Send each virtual detail slot's gradient to what the detail is made of, as autograd through
+    next_sources would: d_hat = (base or 2 * half - base) * sg(scale), so base gets +-scale * g and
+    b^(h) gets 2 * scale * g (added to its running sum). Sets dV[slot] to None; returns the halves'
+    new running sums, per slot (None where there is none)."""
+    half_grads: list = [None] * len(dV)
+    extras = list(extras)
+    for slot, base, has_half, has_scale in recipes:
+        half = extras.pop(0) if has_half else None
+        scale = extras.pop(0) if has_scale else None
+        if not virtual[slot]:
+            continue
+        g = dV[slot] if scale is None else dV[slot] * scale
+        if half is None:
+            dV[base] = dV[base] + g
+        else:
+            dV[base] = dV[base] - g
+            half_grads[slot] = 2 * g if half_sums[slot] is None else half_sums[slot] + 2 * g
+        dV[slot] = None
+    return half_grads
+
+
 def _backward(values: list, u: torch.Tensor, G: torch.Tensor, a, r, s, recipes: tuple, extras: list, sums: list):
     """dV (each source's gradient, plus its running sum from later routers where `sums` has one), w
     (B, T, D) whose token sum is du, dbias (M,)."""
@@ -129,16 +151,22 @@ class InductorBodies:
         self.backward_body = CompiledFn(_backward) if compiled else _backward
 
     def forward(self, values, u, biases, eps, recipes, extras):
-        """-> h (B, T, D), the tensors to save (a, r, s; (M, B, T) each), a tag for backward (None)."""
+        """-> h (B, T, D), the tensors to save (a, r, s; (M, B, T) each), a tag for backward (None).
+        Virtual slots (None) are built from their recipes first."""
+        if any(v is None for v in values):
+            values = _rebuild(values, recipes, extras)
         h, a, r, s = self.forward_body(values, u, biases, eps)
         return h, (a, r, s), None
 
-    def backward(self, tag, values, dtypes, u, G, saved, recipes, extras, sums):
-        """-> dV (M x (B, T, D), in their sources' dtypes, running sums added), du (D,), dbias (M,)."""
+    def backward(self, tag, values, dtypes, u, G, saved, recipes, extras, sums, virtual, half_sums):
+        """-> dV (M x (B, T, D), in their sources' dtypes, running sums added; None for virtual slots),
+        du (D,), dbias (M,), the virtual slots' b^(h) running sums (see `_fold`)."""
         dV, w, dbias = self.backward_body(values, u, G, *saved, recipes, extras, sums)
+        dV = list(dV)
+        half_grads = _fold(dV, recipes, extras, virtual, half_sums) if any(virtual) else [None] * len(dV)
         # du = sum over tokens of w, outside the compiled body: summed inside, the compiler would fuse w
         # into a column reduction that reads all M sources a second time.
-        return dV, w.sum(dim=(0, 1)), dbias
+        return dV, w.sum(dim=(0, 1)), dbias, half_grads
 
 
 class TritonBodies:
@@ -162,19 +190,22 @@ class TritonBodies:
 
 class _FusedRoute(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, bodies, recipes, extras, totals, values, query, gain, biases, eps, *tokens):
+    def forward(ctx, bodies, recipes, extras, totals, half_totals, values, query, gain, biases, eps, *tokens):
+        # A virtual slot (None: a detail that was never materialised) has its base's dtype.
+        bases = {slot: base for slot, base, *_ in recipes}
+        dtypes = [v.dtype if v is not None else values[bases[m]].dtype for m, v in enumerate(values)]
         # Accumulate in fp32 at least (fp64 stays fp64, for gradcheck).
-        acc = functools.reduce(torch.promote_types, (v.dtype for v in values), torch.float32)
+        acc = functools.reduce(torch.promote_types, dtypes, torch.float32)
         u = (query * gain).to(acc)
         h, saved, tag = bodies.forward(list(values), u, biases.to(acc), eps, recipes, list(extras))
-        ctx.bodies, ctx.tag, ctx.recipes, ctx.totals = bodies, tag, recipes, totals
-        ctx.dtypes, ctx.acc, ctx.n_values, ctx.n_saved = [v.dtype for v in values], acc, len(values), len(saved)
+        ctx.bodies, ctx.tag, ctx.recipes, ctx.totals, ctx.half_totals = bodies, tag, recipes, totals, half_totals
+        ctx.dtypes, ctx.acc, ctx.n_values, ctx.n_saved = dtypes, acc, len(values), len(saved)
+        ctx.virtual = [v is None for v in values]
         ctx.n_tokens = len(tokens)
-        rebuilt = {slot for slot, *_ in recipes}
-        kept = [None if m in rebuilt else v for m, v in enumerate(values)]
+        kept = [None if m in bases else v for m, v in enumerate(values)]
         ctx.save_for_backward(query, gain, *saved, *kept, *extras)
         # Same dtype as the reference: the promotion of the sources (fp32 once the embedding is one).
-        return h.to(functools.reduce(torch.promote_types, (v.dtype for v in values)))
+        return h.to(functools.reduce(torch.promote_types, dtypes))
 
     @staticmethod
     def backward(ctx, G):
@@ -188,15 +219,19 @@ class _FusedRoute(torch.autograd.Function):
             if total is not None:
                 first.setdefault(id(total), m)
         sums = [t.grad if t is not None and first[id(t)] == m else None for m, t in enumerate(ctx.totals)]
-        dV, du, dbias = ctx.bodies.backward(ctx.tag, list(values), ctx.dtypes, u, G, saved, ctx.recipes,
-                                            list(extras), sums)
+        half_sums = [t.grad if t is not None else None for t in ctx.half_totals]
+        dV, du, dbias, half_grads = ctx.bodies.backward(ctx.tag, list(values), ctx.dtypes, u, G, saved, ctx.recipes,
+                                                        list(extras), sums, ctx.virtual, half_sums)
         for m, total in enumerate(ctx.totals):
             if total is not None:
                 total.grad = dV[m] if first[id(total)] == m else total.grad + dV[m]
+        for half_total, grad in zip(ctx.half_totals, half_grads, strict=True):
+            if half_total is not None:  # a virtual detail's b^(h): its running sum, this router's part added
+                half_total.grad = grad
         dq = (du * gain.to(du.dtype)).to(query.dtype)
         dg = (du * query.to(du.dtype)).to(gain.dtype)
         # The sources' gradients went to their running sums; the tokens take none.
-        return (None, None, None, None, None, dq, dg, dbias, None, *([None] * ctx.n_tokens))
+        return (None, None, None, None, None, None, dq, dg, dbias, None, *([None] * ctx.n_tokens))
 
 
 class FusedRoute:
@@ -208,15 +243,20 @@ class FusedRoute:
     level.
     """
 
-    def __init__(self, *, compiled: bool = False, triton: bool = False) -> None:
+    def __init__(self, *, compiled: bool = False, triton: bool = False, virtual_details: bool = False) -> None:
         self.compiled, self.triton = compiled, triton
+        # virtual_details: HAARES need not materialise its half-split details (None in `values`): the
+        # kernels rebuild each from its recipe in both directions and send its gradient to b and b^(h)
+        # themselves (Inductor's bodies, where the kernels do not take a call, fold it in Python). Off
+        # by default until measured on a GPU (docs/performance.md).
+        self.rebuilds_details = virtual_details
         inductor = InductorBodies(compiled=compiled)
         self.bodies = TritonBodies(inductor) if triton else inductor
         self._shared: dict[int, tuple[weakref.ref, GradientSum, torch.Tensor]] = {}
 
     def _token(self, source: torch.Tensor) -> tuple[GradientSum | None, torch.Tensor | None]:
         """The source's running gradient sum and graph token, made at the first router that reads it."""
-        if not (source.requires_grad and torch.is_grad_enabled()):
+        if source is None or not (source.requires_grad and torch.is_grad_enabled()):
             return None, None
         key = id(source)
         entry = self._shared.get(key)
@@ -244,8 +284,17 @@ class FusedRoute:
         recipes = tuple((dt.slot, dt.base, dt.half is not None, dt.scale is not None) for dt in details)
         extras = [t for dt in details for t in (dt.half, dt.scale) if t is not None]
         totals, tokens = zip(*(self._token(v) for v in vals), strict=True)
-        return _FusedRoute.apply(self.bodies, recipes, extras, totals, vals, query, key_gain, biases, eps,
-                                 *(t for t in tokens if t is not None))
+        # A virtual detail's gradient goes to its b^(h) through b^(h)'s running sum, so this router
+        # takes b^(h)'s token too (autograd then hands that sum over only after this router's backward).
+        halves = [None] * len(vals)
+        for dt in details:
+            if vals[dt.slot] is None and dt.half is not None:
+                halves[dt.slot] = dt.half
+        if any(h is not None and (any(h is v for v in vals) or sum(h is g for g in halves) > 1) for h in halves):
+            raise ValueError("a virtual detail's b^(h) may not be a source of the same router, nor another's b^(h)")
+        half_totals, half_tokens = zip(*(self._token(h) for h in halves), strict=True)
+        return _FusedRoute.apply(self.bodies, recipes, extras, totals, half_totals, vals, query, key_gain, biases,
+                                 eps, *(t for t in (*tokens, *half_tokens) if t is not None))
 
 
 # Drop-in for `router.route` (same arguments, same result up to rounding), O(M*B*T) saved memory;

@@ -63,7 +63,8 @@ def next_sources(
     rms_on: bool,
     eps: float,
     max_scale: float,
-) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor | None]:
+    materialize: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
     """After sublayer output y (B, T, D): Eq. 6, then the detail slot's source. Returns (b, d, d_hat, scale).
 
     b, d: partials b_n^(i), d_n^(i) before y, or None at the block's first position; sign: () tensor.
@@ -75,6 +76,9 @@ def next_sources(
     d is then returned as None. Other signs (random_sign) keep the running sum.
     d_hat is the source in the detail slot: RMS-matched d (Eq. 7; scale (B, T, 1) is its detached
     factor), raw d (w/o RMS matching; scale None) or a copy of b (Dup. b; scale None).
+    materialize=False (half-split signs only) returns d_hat as None: for a router that rebuilds the
+    detail from its recipe in both directions and sends its gradient to b and b^(h) itself
+    (`FusedRoute.rebuilds_details`), nothing reads it, so it is not written.
     One pure function so the fast path can compile it into one kernel forward and one backward.
     """
     y = y.to(torch.promote_types(y.dtype, torch.float32))
@@ -87,9 +91,9 @@ def next_sources(
     if detail == "dup_cumulative":
         return b, d, b, None  # "Dup. b": a second copy of the cumulative source
     if not rms_on:
-        return b, d, d_now, None  # "w/o RMS matching"
+        return b, d, d_now if materialize else None, None  # "w/o RMS matching"
     scale = rms_scale(d_now, b, eps=eps, max_scale=max_scale)
-    return b, d, d_now * scale, scale
+    return b, d, d_now * scale if materialize else None, scale
 
 
 @dataclass(frozen=True)
@@ -171,6 +175,8 @@ class Haares(Residual):
         vals, bias = [x0], [zero]  # completed sources (B, T, D) and their logit biases (scalars)
         cum = [x0]  # readout sources: e, b_1..b_N
         lean = self.detail == "half_split"  # detail sources a router can rebuild from b partials
+        # A router that rebuilds them in both directions (the Triton kernels) gets no detail tensor at all.
+        virtual = lean and getattr(self.routers[0].route_fn, "rebuilds_details", False)
         details: list[Detail] = []  # recipes of the completed details in `vals`
         k = 0
         for n in range(self.blocks):
@@ -188,6 +194,7 @@ class Haares(Residual):
                 b, d, d_hat, scale = self.next_sources(
                     b, d, y, self.signs[n, i], b_half=b_half,
                     detail=self.detail, rms_on=self.rms_on, eps=self.rms_eps, max_scale=self.rms_max_scale,
+                    materialize=not virtual,
                 )
                 made_from = (b_half, scale)
                 if lean and i + 1 == self.block_size // 2:

@@ -79,23 +79,24 @@ class Router(nn.Module):
         return self.route_fn(values, self.w, self.gain, biases, self.eps, details)
 
 
-ROUTER_IMPLS = ("reference", "fused", "triton")
+ROUTER_IMPLS = ("reference", "fused", "triton", "triton_virtual")
 
 
 def use_router(model: nn.Module, name: str, *, compiled: bool = False) -> None:
     """Make every Router in `model` route with implementation `name`: 'reference', 'fused' (the fused
     router's bodies from Inductor) or 'triton' (its bodies as hand-written Triton kernels, Inductor's
-    where the kernels do not apply; CUDA only).
+    where the kernels do not apply; CUDA only) or 'triton_virtual' (the kernels, HAARES's details never
+    materialised: `FusedRoute.rebuilds_details`).
 
     `compiled` (fused and triton) gives the model one FusedRoute with torch.compile'd bodies, shared
     by its routers: the CUDA fast path.
     """
     if name not in ROUTER_IMPLS:
         raise ValueError(f"unknown router implementation {name!r}; known: {sorted(ROUTER_IMPLS)}")
-    if name in ("fused", "triton"):
+    if name != "reference":
         from haares.residual.fused_router import FusedRoute
 
-        impl = FusedRoute(compiled=compiled, triton=name == "triton")
+        impl = FusedRoute(compiled=compiled, triton=name.startswith("triton"), virtual_details=name == "triton_virtual")
     else:
         impl = route
     for module in model.modules():

@@ -90,11 +90,14 @@ def _route_forward(
 
 @triton.jit
 def _backward_rows(
-    row, srcs, halves, scales, sums, grads, g_ptr, u_ptr, logit_ptr, norm_ptr, r_ptr, s_ptr, dl_ptr,
-    rows, detail_bits, half_bits, scale_bits, sum_bits,
+    row, srcs, halves, scales, sums, grads, half_sums, half_grads, g_ptr, u_ptr, logit_ptr, norm_ptr, r_ptr, s_ptr,
+    dl_ptr, rows, detail_bits, half_bits, scale_bits, sum_bits, virtual_bits, half_sum_bits,
     M: tl.constexpr, D: tl.constexpr, BLOCK_D: tl.constexpr, ROWS: tl.constexpr,
 ):
-    """The backward of one block of rows: writes their dV and dl; returns their w summed over rows (BLOCK_D,)."""
+    """The backward of one block of rows: writes their dV and dl; returns their w summed over rows (BLOCK_D,).
+    A virtual slot (a detail never materialised) writes no dV: d_hat = (base or 2 b^(h) - base) * scale,
+    so its gradient g goes to its base (the slot before it, whose store waits for it) as +-scale * g and
+    to b^(h)'s running sum as 2 * scale * g."""
     col = tl.arange(0, BLOCK_D)
     rmask = row < rows
     mask = rmask[:, None] & (col < D)[None, :]
@@ -115,6 +118,7 @@ def _backward_rows(
     # source's running sum; w = sum_m dl_m r_m v_m, summed over this block's rows for du.
     w = tl.zeros((ROWS, BLOCK_D), tl.float32)
     prev = tl.zeros((ROWS, BLOCK_D), tl.float32)
+    held = tl.zeros((ROWS, BLOCK_D), tl.float32)  # a base's gradient, until its virtual detail adds in
     for m in tl.static_range(M):
         v = _source(m, srcs, halves, scales, prev, offs, row, mask, rmask, detail_bits, half_bits, scale_bits)
         a = tl.exp(tl.load(logit_ptr + m * rows + row, mask=rmask, other=0.0) - top) / total
@@ -125,17 +129,33 @@ def _backward_rows(
         grad = a[:, None] * G + c[:, None] * u - (c * s * r * r / D)[:, None] * v
         if (sum_bits >> m) & 1:
             grad += tl.load(sums[m] + offs, mask=mask, other=0.0).to(tl.float32)
-        tl.store(grads[m] + offs, grad, mask=mask)
+        if (virtual_bits >> m) & 1:
+            if (scale_bits >> m) & 1:
+                grad = grad * tl.load(scales[m] + row, mask=rmask, other=0.0).to(tl.float32)[:, None]
+            if (half_bits >> m) & 1:
+                held -= grad
+                to_half = 2 * grad
+                if (half_sum_bits >> m) & 1:
+                    to_half += tl.load(half_sums[m] + offs, mask=mask, other=0.0).to(tl.float32)
+                tl.store(half_grads[m] + offs, to_half, mask=mask)
+            else:
+                held += grad
+            tl.store(grads[m - 1] + offs, held, mask=mask)
+        elif (virtual_bits >> (m + 1)) & 1:
+            held = grad  # the next slot is this one's virtual detail: store after it adds in
+        else:
+            tl.store(grads[m] + offs, grad, mask=mask)
         tl.store(dl_ptr + m * rows + row, dl, mask=rmask)
         w += c[:, None] * v
         prev = v
     return tl.sum(w, axis=0)
 
 
-@triton.jit(do_not_specialize=["rows", "detail_bits", "half_bits", "scale_bits", "sum_bits"])
+@triton.jit(do_not_specialize=["rows", "detail_bits", "half_bits", "scale_bits", "sum_bits", "virtual_bits",
+                               "half_sum_bits"])
 def _route_backward(
-    srcs, halves, scales, sums, grads, g_ptr, u_ptr, logit_ptr, norm_ptr, r_ptr, s_ptr, dl_ptr, du_ptr,
-    rows, detail_bits, half_bits, scale_bits, sum_bits,
+    srcs, halves, scales, sums, grads, half_sums, half_grads, g_ptr, u_ptr, logit_ptr, norm_ptr, r_ptr, s_ptr,
+    dl_ptr, du_ptr, rows, detail_bits, half_bits, scale_bits, sum_bits, virtual_bits, half_sum_bits,
     M: tl.constexpr, D: tl.constexpr, BLOCK_D: tl.constexpr, ROWS: tl.constexpr, LOOP: tl.constexpr,
 ):
     # LOOP row blocks a program, one after another: du's partials are LOOP times fewer.
@@ -143,16 +163,17 @@ def _route_backward(
     col = tl.arange(0, BLOCK_D)
     if LOOP == 1:  # no loop at all: the code that was measured (docs/performance.md)
         du = _backward_rows(
-            pid * ROWS + tl.arange(0, ROWS), srcs, halves, scales, sums, grads, g_ptr, u_ptr, logit_ptr, norm_ptr,
-            r_ptr, s_ptr, dl_ptr, rows, detail_bits, half_bits, scale_bits, sum_bits, M, D, BLOCK_D, ROWS,
+            pid * ROWS + tl.arange(0, ROWS), srcs, halves, scales, sums, grads, half_sums, half_grads, g_ptr, u_ptr,
+            logit_ptr, norm_ptr, r_ptr, s_ptr, dl_ptr, rows, detail_bits, half_bits, scale_bits, sum_bits,
+            virtual_bits, half_sum_bits, M, D, BLOCK_D, ROWS,
         )
     else:
         du = tl.zeros((BLOCK_D,), tl.float32)
         for i in tl.range(LOOP):
             du += _backward_rows(
-                (pid * LOOP + i) * ROWS + tl.arange(0, ROWS), srcs, halves, scales, sums, grads, g_ptr, u_ptr,
-                logit_ptr, norm_ptr, r_ptr, s_ptr, dl_ptr, rows, detail_bits, half_bits, scale_bits, sum_bits,
-                M, D, BLOCK_D, ROWS,
+                (pid * LOOP + i) * ROWS + tl.arange(0, ROWS), srcs, halves, scales, sums, grads, half_sums,
+                half_grads, g_ptr, u_ptr, logit_ptr, norm_ptr, r_ptr, s_ptr, dl_ptr, rows, detail_bits, half_bits,
+                scale_bits, sum_bits, virtual_bits, half_sum_bits, M, D, BLOCK_D, ROWS,
             )
     tl.store(du_ptr + pid * D + col, du, mask=col < D)
 
@@ -199,6 +220,8 @@ def supports(values, recipes: tuple, extras=()) -> bool:
     rebuilt = {slot for slot, *_ in recipes}
     if any(base != slot - 1 or base in rebuilt for slot, base, *_ in recipes):
         return False
+    if any(v is None and m not in rebuilt for m, v in enumerate(values)):
+        return False
     return all(v.dtype in (torch.float32, torch.bfloat16, torch.float16) and v.is_contiguous()
                and v.shape == shown[0].shape for v in shown)
 
@@ -207,7 +230,8 @@ def forward(values: list[torch.Tensor], u: torch.Tensor, biases: torch.Tensor, e
     """values M x (B, T, D), u (D,) fp32, biases (M,), recipes and their extras (the slots they rebuild
     are rebuilt, not read) -> h (B, T, D) fp32 and the saved (logits (M, R), the softmax's max and sum
     (2, R), r (M, R), s (M, R)); R = B * T rows."""
-    shape, D, M = values[0].shape, values[0].shape[-1], len(values)
+    shape = values[0].shape  # the embedding: never virtual
+    D, M = shape[-1], len(values)
     rows = values[0].numel() // D
     block_d, rows_per, warps = _layout(D)
     h = torch.empty(shape, device=u.device, dtype=torch.float32)
@@ -215,17 +239,20 @@ def forward(values: list[torch.Tensor], u: torch.Tensor, biases: torch.Tensor, e
     norm = torch.empty(2, rows, device=u.device, dtype=torch.float32)  # softmax max and sum per row
     book = Recipes(M, recipes, extras, stand_in=h)
     _route_forward[(triton.cdiv(rows, rows_per),)](
-        tuple(values), tuple(book.halves), tuple(book.scales), u, biases, h, logits, norm, r, s, rows, eps, *book.bits,
+        tuple(v if v is not None else h for v in values), tuple(book.halves), tuple(book.scales), u, biases, h, logits, norm, r, s, rows, eps, *book.bits,
         M=M, D=D, BLOCK_D=block_d, ROWS=rows_per, num_warps=warps,
     )
     return h, (logits, norm, r, s)
 
 
 def backward(values: list, dtypes: list, u: torch.Tensor, G: torch.Tensor, saved: tuple, recipes: tuple, extras,
-             sums: list):
+             sums: list, virtual: list, half_sums: list):
     """values: M x (B, T, D) or None where a recipe rebuilds the slot; dtypes: the M sources' dtypes;
-    G (B, T, D); saved from `forward`; sums: running gradient sums or None. Returns dV (M x (B, T, D),
-    each in its source's dtype, its running sum added), du (D,) fp32, dbias (M,) fp32."""
+    G (B, T, D); saved from `forward`; sums: running gradient sums or None; virtual: per slot, a detail
+    never materialised (its gradient goes to its base and b^(h)); half_sums: those b^(h)s' running
+    sums or None. Returns dV (M x (B, T, D), each in its source's dtype, its running sum added; None for
+    virtual slots), du (D,) fp32, dbias (M,) fp32, and per virtual slot with a b^(h) that b^(h)'s new
+    running sum (else None)."""
     logits, norm, r, s = saved
     M, rows = logits.shape
     D = G.shape[-1]
@@ -233,14 +260,17 @@ def backward(values: list, dtypes: list, u: torch.Tensor, G: torch.Tensor, saved
     blocks = triton.cdiv(rows, rows_per * BACKWARD_LOOP)
     book = Recipes(M, recipes, extras, stand_in=G)
     shown = [v if v is not None else G for v in values]  # a rebuilt slot's pointer is never read
-    grads = [torch.empty(G.shape, device=G.device, dtype=dt) for dt in dtypes]
+    grads = [G if virtual[m] else torch.empty(G.shape, device=G.device, dtype=dt) for m, dt in enumerate(dtypes)]
+    half_grads = [torch.empty(G.shape, device=G.device, dtype=book.halves[m].dtype)
+                  if virtual[m] and book.halves[m] is not G else None for m in range(M)]
     dl = torch.empty(M, rows, device=G.device, dtype=torch.float32)
     du_parts = torch.empty(blocks, D, device=G.device, dtype=torch.float32)
     _route_backward[(blocks,)](
         tuple(shown), tuple(book.halves), tuple(book.scales), tuple(x if x is not None else G for x in sums),
-        tuple(grads), G.contiguous(), u, logits, norm, r, s, dl, du_parts,
-        rows, *book.bits, _bits(x is not None for x in sums),
+        tuple(grads), tuple(x if x is not None else G for x in half_sums),
+        tuple(x if x is not None else G for x in half_grads), G.contiguous(), u, logits, norm, r, s, dl, du_parts,
+        rows, *book.bits, _bits(x is not None for x in sums), _bits(virtual), _bits(x is not None for x in half_sums),
         M=M, D=D, BLOCK_D=block_d, ROWS=rows_per, LOOP=BACKWARD_LOOP, num_warps=warps,
     )
-    return grads, du_parts.sum(0), dl.sum(1)
+    return [None if virtual[m] else g for m, g in enumerate(grads)], du_parts.sum(0), dl.sum(1), half_grads
 
