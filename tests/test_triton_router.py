@@ -53,6 +53,17 @@ def _haares_like_calls(e, b1, b_half, b2, scale, dtype):
     ]
 
 
+def _router_inputs():
+    """float64 leaves for `_haares_like_calls`: (e, b1, b_half, b2), scale (B, T, 1), three queries,
+    gain, biases (5,)."""
+    gen = torch.Generator().manual_seed(1)
+    scale = torch.rand(2, 3, 1, generator=gen, dtype=torch.float64) + 0.5
+    queries = [torch.randn(48, generator=gen, dtype=torch.float64).requires_grad_() for _ in range(3)]
+    gain = (torch.rand(48, generator=gen, dtype=torch.float64) + 0.5).requires_grad_()
+    biases = torch.randn(5, generator=gen, dtype=torch.float64).requires_grad_()
+    return _leaves(4), scale, queries, gain, biases
+
+
 def _loss(route_fn, calls, queries, gain, biases):
     total = 0
     for k, ((values, details, with_bias), q) in enumerate(zip(calls, queries, strict=True)):
@@ -64,12 +75,7 @@ def _loss(route_fn, calls, queries, gain, biases):
 
 
 def test_kernels_match_the_float64_reference_with_recipes_and_shared_sources(kernel_calls):
-    e, b1, b_half, b2 = _leaves(4)
-    gen = torch.Generator().manual_seed(1)
-    scale = torch.rand(2, 3, 1, generator=gen, dtype=torch.float64) + 0.5
-    queries = [torch.randn(48, generator=gen, dtype=torch.float64).requires_grad_() for _ in range(3)]
-    gain = (torch.rand(48, generator=gen, dtype=torch.float64) + 0.5).requires_grad_()
-    biases = torch.randn(5, generator=gen, dtype=torch.float64).requires_grad_()
+    (e, b1, b_half, b2), scale, queries, gain, biases = _router_inputs()
     inputs = [e, b1, b_half, b2, *queries, gain, biases]
 
     ref = torch.autograd.grad(_loss(route, _haares_like_calls(e, b1, b_half, b2, scale, torch.float64),
@@ -166,12 +172,7 @@ def test_virtual_details_send_their_gradients_to_base_and_half(dtype, kernel_cal
     """A detail given only as its recipe (HAARES on the kernels): its gradient reaches its base and
     its b^(h), as autograd through the materialised detail would (float64 reference). float32 runs
     on the kernels; float64 falls back to Inductor's bodies and folds the gradient in Python."""
-    e, b1, b_half, b2 = _leaves(4)
-    gen = torch.Generator().manual_seed(1)
-    scale = torch.rand(2, 3, 1, generator=gen, dtype=torch.float64) + 0.5
-    queries = [torch.randn(48, generator=gen, dtype=torch.float64).requires_grad_() for _ in range(3)]
-    gain = (torch.rand(48, generator=gen, dtype=torch.float64) + 0.5).requires_grad_()
-    biases = torch.randn(5, generator=gen, dtype=torch.float64).requires_grad_()
+    (e, b1, b_half, b2), scale, queries, gain, biases = _router_inputs()
     inputs = [e, b1, b_half, b2, *queries, gain, biases]
     ref = torch.autograd.grad(_loss(route, _haares_like_calls(e, b1, b_half, b2, scale, torch.float64),
                                     queries, gain, biases), inputs)
