@@ -52,13 +52,23 @@ def _forward(values: list[torch.Tensor], u: torch.Tensor, biases: torch.Tensor, 
     return h, torch.stack(a), torch.stack(r), torch.stack(s)
 
 
-def _rebuild(values: list, recipes: tuple, extras: list) -> list[torch.Tensor]:
-    """Fill the None slots of `values` from their recipes ((slot, base, has_half, has_scale) each,
-    their halves and scales in order in `extras`): (base or 2 * half - base) * scale, as in next_sources."""
-    values, extras = list(values), list(extras)
+def unpack_recipes(recipes: tuple, extras) -> list[tuple]:
+    """(slot, base, half or None, scale or None) per recipe: recipes are (slot, base, has_half,
+    has_scale), their halves and scales in order in `extras`."""
+    extras, unpacked = list(extras), []
     for slot, base, has_half, has_scale in recipes:
-        v = 2 * extras.pop(0) - values[base] if has_half else values[base]
-        values[slot] = v * extras.pop(0) if has_scale else v
+        half = extras.pop(0) if has_half else None
+        unpacked.append((slot, base, half, extras.pop(0) if has_scale else None))
+    return unpacked
+
+
+def _rebuild(values: list, recipes: tuple, extras: list) -> list[torch.Tensor]:
+    """Fill the recipe slots of `values` from their recipes: (base or 2 * half - base) * scale, as in
+    next_sources."""
+    values = list(values)
+    for slot, base, half, scale in unpack_recipes(recipes, extras):
+        v = 2 * half - values[base] if half is not None else values[base]
+        values[slot] = v * scale if scale is not None else v
     return values
 
 
@@ -68,10 +78,7 @@ def _fold(dV: list, recipes: tuple, extras: list, virtual: list, half_sums: list
     b^(h) gets 2 * scale * g (added to its running sum). Sets dV[slot] to None; returns the halves'
     new running sums, per slot (None where there is none)."""
     half_grads: list = [None] * len(dV)
-    extras = list(extras)
-    for slot, base, has_half, has_scale in recipes:
-        half = extras.pop(0) if has_half else None
-        scale = extras.pop(0) if has_scale else None
+    for slot, base, half, scale in unpack_recipes(recipes, extras):
         if not virtual[slot]:
             continue
         g = dV[slot] if scale is None else dV[slot] * scale

@@ -27,6 +27,8 @@ import torch
 import triton
 import triton.language as tl
 
+from haares.residual.fused_router import unpack_recipes
+
 MAX_SOURCES = 32
 """Sources per router the kernels take (bit masks are 32-bit); wider routers use the compiled bodies."""
 MAX_WIDTH = 4096
@@ -196,16 +198,14 @@ class Recipes:
     """`Detail` recipes as the kernels take them: per slot b^(h) and scale (or a stand-in), bit masks."""
 
     def __init__(self, n_sources: int, recipes: tuple, extras, stand_in: torch.Tensor) -> None:
-        extras = list(extras)
         self.halves, self.scales = [stand_in] * n_sources, [stand_in] * n_sources
-        detail, half, scale = [False] * n_sources, [False] * n_sources, [False] * n_sources
-        for slot, _base, has_half, has_scale in recipes:
+        detail = [False] * n_sources
+        for slot, _base, half, scale in unpack_recipes(recipes, extras):
             detail[slot] = True
-            if has_half:
-                self.halves[slot], half[slot] = extras.pop(0), True
-            if has_scale:
-                self.scales[slot], scale[slot] = extras.pop(0), True
-        self.bits = (_bits(detail), _bits(half), _bits(scale))
+            self.halves[slot] = half if half is not None else stand_in
+            self.scales[slot] = scale if scale is not None else stand_in
+        self.bits = (_bits(detail), _bits(h is not stand_in for h in self.halves),
+                     _bits(s is not stand_in for s in self.scales))
 
 
 def supports(values, recipes: tuple, extras=()) -> bool:
