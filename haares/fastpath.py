@@ -58,11 +58,14 @@ def triton_version() -> tuple[int, int] | None:
         return None
 
 
+def _triton_ready() -> bool:
+    return (triton_version() or (0, 0)) >= TRITON_MIN
+
+
 def _cuda_router() -> str:
     """Auto's router on CUDA: the Triton kernels (measured faster than Inductor's bodies for both
     routed schemes, docs/performance.md), or Inductor's bodies where triton is missing or too old."""
-    version = triton_version()
-    return "triton" if version is not None and version >= TRITON_MIN else "fused"
+    return "triton" if _triton_ready() else "fused"
 
 
 def resolve_fast_path(train: TrainConfig, device: torch.device) -> FastPath:
@@ -79,7 +82,7 @@ def resolve_fast_path(train: TrainConfig, device: torch.device) -> FastPath:
             f"train.router={router} runs Triton kernels, which need a CUDA device, not {device.type}; "
             "use train.router=fused or auto (TRITON_INTERPRET=1 runs them on the CPU, slowly, for tests)"
         )
-    if router.startswith("triton") and (triton_version() or (0, 0)) < TRITON_MIN:
+    if router.startswith("triton") and not _triton_ready():
         raise HaaresError(
             f"train.router={router} needs triton >= {'.'.join(map(str, TRITON_MIN))} (installed: "
             f"{'.'.join(map(str, triton_version() or ())) or 'none'}); pip install -U triton, or use train.router=fused"

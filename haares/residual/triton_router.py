@@ -190,6 +190,12 @@ def _layout(D: int) -> tuple[int, int, int]:
     return block_d, rows, max(1, block_d * rows // 512)
 
 
+def _or(tensors, stand_in: torch.Tensor) -> tuple:
+    """The tensors as a kernel argument, `stand_in` where one is None (the kernel never touches it: a
+    bit mask says so)."""
+    return tuple(t if t is not None else stand_in for t in tensors)
+
+
 def _bits(flags) -> int:
     return sum(1 << m for m, on in enumerate(flags) if on)
 
@@ -239,7 +245,7 @@ def forward(values: list[torch.Tensor], u: torch.Tensor, biases: torch.Tensor, e
     norm = torch.empty(2, rows, device=u.device, dtype=torch.float32)  # softmax max and sum per row
     book = Recipes(M, recipes, extras, stand_in=h)
     _route_forward[(triton.cdiv(rows, rows_per),)](
-        tuple(v if v is not None else h for v in values), tuple(book.halves), tuple(book.scales), u, biases, h, logits, norm, r, s, rows, eps, *book.bits,
+        _or(values, h), tuple(book.halves), tuple(book.scales), u, biases, h, logits, norm, r, s, rows, eps, *book.bits,
         M=M, D=D, BLOCK_D=block_d, ROWS=rows_per, num_warps=warps,
     )
     return h, (logits, norm, r, s)
@@ -259,16 +265,15 @@ def backward(values: list, dtypes: list, u: torch.Tensor, G: torch.Tensor, saved
     block_d, rows_per, warps = _layout(D)
     blocks = triton.cdiv(rows, rows_per * BACKWARD_LOOP)
     book = Recipes(M, recipes, extras, stand_in=G)
-    shown = [v if v is not None else G for v in values]  # a rebuilt slot's pointer is never read
+    shown = _or(values, G)  # a rebuilt slot's pointer is never read
     grads = [G if virtual[m] else torch.empty(G.shape, device=G.device, dtype=dt) for m, dt in enumerate(dtypes)]
     half_grads = [torch.empty(G.shape, device=G.device, dtype=book.halves[m].dtype)
                   if virtual[m] and book.halves[m] is not G else None for m in range(M)]
     dl = torch.empty(M, rows, device=G.device, dtype=torch.float32)
     du_parts = torch.empty(blocks, D, device=G.device, dtype=torch.float32)
     _route_backward[(blocks,)](
-        tuple(shown), tuple(book.halves), tuple(book.scales), tuple(x if x is not None else G for x in sums),
-        tuple(grads), tuple(x if x is not None else G for x in half_sums),
-        tuple(x if x is not None else G for x in half_grads), G.contiguous(), u, logits, norm, r, s, dl, du_parts,
+        shown, tuple(book.halves), tuple(book.scales), _or(sums, G), tuple(grads), _or(half_sums, G),
+        _or(half_grads, G), G.contiguous(), u, logits, norm, r, s, dl, du_parts,
         rows, *book.bits, _bits(x is not None for x in sums), _bits(virtual), _bits(x is not None for x in half_sums),
         M=M, D=D, BLOCK_D=block_d, ROWS=rows_per, LOOP=BACKWARD_LOOP, num_warps=warps,
     )
