@@ -111,7 +111,7 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=48)
     parser.add_argument("--schemes", default="block_attnres,haares")
     parser.add_argument("--precision", default="bf16")
-    parser.add_argument("--router", default="fused", help="fused (Inductor's bodies) or triton (hand-written kernels)")
+    parser.add_argument("--router", default="fused", help="fused (Inductor's bodies), triton (hand-written kernels) or triton_virtual (the kernels, HAARES's details never materialised)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--seq-len", type=int, default=512)
     parser.add_argument("--warmup", type=int, default=3)
