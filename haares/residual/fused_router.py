@@ -35,6 +35,7 @@ from collections.abc import Sequence
 import torch
 
 from haares.residual.compiled import CompiledFn
+from haares.residual.recipes import unpack_recipes
 
 
 def _forward(values: list[torch.Tensor], u: torch.Tensor, biases: torch.Tensor, eps: float):
@@ -50,16 +51,6 @@ def _forward(values: list[torch.Tensor], u: torch.Tensor, biases: torch.Tensor, 
     a = [e / total for e in exps]  # softmax over sources, M x (B, T)
     h = functools.reduce(torch.add, [a_m.unsqueeze(-1) * v for a_m, v in zip(a, vs, strict=True)])
     return h, torch.stack(a), torch.stack(r), torch.stack(s)
-
-
-def unpack_recipes(recipes: tuple, extras) -> list[tuple]:
-    """(slot, base, half or None, scale or None) per recipe: recipes are (slot, base, has_half,
-    has_scale), their halves and scales in order in `extras`."""
-    extras, unpacked = list(extras), []
-    for slot, base, has_half, has_scale in recipes:
-        half = extras.pop(0) if has_half else None
-        unpacked.append((slot, base, half, extras.pop(0) if has_scale else None))
-    return unpacked
 
 
 def _rebuild(values: list, recipes: tuple, extras: list) -> list[torch.Tensor]:

@@ -27,7 +27,7 @@ import torch
 import triton
 import triton.language as tl
 
-from haares.residual.fused_router import unpack_recipes
+from haares.residual.recipes import unpack_recipes
 
 MAX_SOURCES = 32
 """Sources per router the kernels take (bit masks are 32-bit); wider routers use the compiled bodies."""
