@@ -255,11 +255,13 @@ def expand(
     grid: Grid,
     *,
     seeds: tuple[int, ...] | None = None,
+    cells: tuple[str, ...] | None = None,
     overrides: dict[str, Any] | None = None,
 ) -> list[RunSpec]:
     """Every run of `grid`, in schedule order (pair by pair, methods in grid order).
 
-    `seeds` selects a subset of the grid's seeds (it never changes a config); `overrides` apply to
+    `seeds` and `cells` select a subset of the grid's seeds and cells (they never change a config, nor
+    a run's pair index, so a subset enqueued now and the rest later pair up as one grid); `overrides` apply to
     every run after the cell and method overrides (steps, eval interval, precision...), so they change
     run keys. Unknown override paths raise ConfigError.
     """
@@ -269,11 +271,17 @@ def expand(
         raise HaaresError(
             f"seeds {unknown} are not in grid {grid.name!r}; its seeds are {','.join(map(str, grid.seeds))}"
         )
+    chosen_cells = tuple(grid.cells) if cells is None else tuple(cells)
+    unknown_cells = [c for c in chosen_cells if c not in grid.cells]
+    if unknown_cells:
+        raise HaaresError(
+            f"cells {unknown_cells} are not in grid {grid.name!r}; its cells are {','.join(grid.cells)}"
+        )
     runs: list[RunSpec] = []
     pair_index = 0
     for cell, cell_overrides in grid.cells.items():
         for seed in grid.seeds:
-            if seed in chosen:
+            if seed in chosen and cell in chosen_cells:
                 for method_index, (method, method_overrides) in enumerate(grid.methods.items()):
                     config = grid.base.override(
                         {**cell_overrides, **method_overrides, "seed": seed, **(overrides or {})}

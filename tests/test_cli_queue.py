@@ -37,6 +37,13 @@ def test_enqueue_idempotent_and_seeds_select(cli, db_url):
     assert code == 0 and "main48: 9 queued" in out and "block_attnres" in out
 
 
+def test_enqueue_cells_select(cli, db_url):
+    code, out, _ = cli("enqueue", "--grid", "shakespeare", "--cells", "48L", "--seeds", "42", "--db", db_url)
+    assert code == 0 and out.startswith("shakespeare: 3 new, 0 existing")
+    snap = json.loads(cli("status", "--json", "--db", db_url)[1])
+    assert [(j["cell"], j["seed"]) for j in snap["jobs"]] == [("48L", 42)] * 3
+
+
 def test_dry_run_writes_nothing(cli, tmp_path):
     target = tmp_path / "q.db"
     code, out, _ = cli("enqueue", "--grid", "smoke", "--dry-run", "--db", f"sqlite:///{target}")
@@ -59,6 +66,7 @@ def test_admin_commands(cli, sqlite_url):
     [
         (["enqueue", "--grid", "nope"], "error: unknown grid 'nope'"),
         (["enqueue", "--grid", "main48", "--seeds", "4x"], "error: --seeds must be comma-separated integers"),
+        (["enqueue", "--grid", "smoke", "--cells", "48L"], "error: cells ['48L'] are not in grid 'smoke'"),
         (["enqueue", "--grid", "main48", "--precision", "fp8"], "error: train.precision must be one of"),
         (["cancel", "999"], "error: no job with id 999"),
         (["hold"], "error: name the jobs"),

@@ -76,6 +76,16 @@ def test_seeds_only_select():
     assert {r.pair_index for r in expand(get_grid("main48"), seeds=(123,))} == {1}
 
 
+def test_cells_only_select():
+    full = {(r.cell, r.method, r.seed): (r.run_key, r.pair_index) for r in expand(get_grid("shakespeare"))}
+    some = expand(get_grid("shakespeare"), cells=("48L",), seeds=(42,))
+    assert len(full) == 27 and [(r.cell, r.seed) for r in some] == [("48L", 42)] * 3
+    # the same keys and pair indices as in the whole grid: a subset pairs up with the rest later
+    assert all(full[(r.cell, r.method, r.seed)] == (r.run_key, r.pair_index) for r in some)
+    with pytest.raises(HaaresError, match="cells \\['96L'\\] are not in grid 'shakespeare'; its cells are 12L,24L,48L"):
+        expand(get_grid("shakespeare"), cells=("96L",))
+
+
 @pytest.mark.parametrize(
     "overrides",
     [{"train.steps": 100}, {"train.eval_every": 10}, {"data.eval_tokens": 0}, {"train.precision": "bf16"}],

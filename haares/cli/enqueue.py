@@ -23,6 +23,16 @@ def parse_seeds(raw: str | None) -> tuple[int, ...] | None:
     return seeds
 
 
+def parse_cells(raw: str | None) -> tuple[str, ...] | None:
+    """'48L,24L' -> ('48L', '24L'); None stays None (all of the grid's cells)."""
+    if raw is None:
+        return None
+    cells = tuple(part.strip() for part in raw.split(",") if part.strip())
+    if not cells:
+        raise HaaresError("--cells is empty; give comma-separated cell names such as 48L (see `haares grids`)")
+    return cells
+
+
 def config_overrides(
     *, steps: int | None, eval_every: int | None, eval_tokens: int | None, precision: str | None
 ) -> dict[str, Any]:
@@ -73,6 +83,9 @@ def enqueue(
         Optional[int], typer.Option(help="Validation tokens per eval; 0 = whole split (changes run keys).")
     ] = None,
     seeds: Annotated[Optional[str], typer.Option(help="Only these of the grid's seeds, e.g. 42,123.")] = None,
+    cells: Annotated[
+        Optional[str], typer.Option(help="Only these of the grid's cells, e.g. 48L (see `haares grids`).")
+    ] = None,
     precision: Annotated[Optional[str], typer.Option(help="fp32 or bf16 (changes run keys).")] = None,
     sets: Annotated[
         Optional[list[str]],
@@ -95,6 +108,7 @@ def enqueue(
     runs = expand(
         get_grid(grid),
         seeds=parse_seeds(seeds),
+        cells=parse_cells(cells),
         overrides=merge_overrides(
             config_overrides(steps=steps, eval_every=eval_every, eval_tokens=eval_tokens, precision=precision),
             sets=sets, path=path,
