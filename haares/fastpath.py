@@ -32,7 +32,7 @@ class FastPath:
     router: str
     """reference, fused (Inductor's bodies), triton (hand-written kernels) or triton_virtual (the
     kernels, and HAARES's half-split details never materialised: the kernels rebuild them and send
-    their gradients to b and b^(h); not yet measured on a GPU, so not auto's choice)."""
+    their gradients to b and b^(h); auto's choice on CUDA)."""
     compile: bool
     """Sublayers, fused-router bodies and routing glue torch.compile'd."""
     cuda_graph: bool
@@ -63,9 +63,11 @@ def _triton_ready() -> bool:
 
 
 def _cuda_router() -> str:
-    """Auto's router on CUDA: the Triton kernels (measured faster than Inductor's bodies for both
-    routed schemes, docs/performance.md), or Inductor's bodies where triton is missing or too old."""
-    return "triton" if _triton_ready() else "fused"
+    """Auto's router on CUDA: the Triton kernels with HAARES's details never materialised (measured
+    faster than the kernels with them, which were faster than Inductor's bodies for both routed schemes,
+    docs/performance.md; Block AttnRes has no details, so the two are the same code for it), or
+    Inductor's bodies where triton is missing or too old."""
+    return "triton_virtual" if _triton_ready() else "fused"
 
 
 def resolve_fast_path(train: TrainConfig, device: torch.device) -> FastPath:

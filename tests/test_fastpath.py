@@ -23,7 +23,7 @@ CPU, CUDA = torch.device("cpu"), torch.device("cuda", 0)
 
 
 def test_auto_is_the_fast_path_on_cuda_and_the_reference_on_the_cpu(monkeypatch):
-    assert resolve_fast_path(TrainConfig(), CUDA) == FastPath(router="triton", compile=True, cuda_graph=True)
+    assert resolve_fast_path(TrainConfig(), CUDA) == FastPath(router="triton_virtual", compile=True, cuda_graph=True)
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "triton" else real_find_spec(name))
     assert resolve_fast_path(TrainConfig(), CUDA).router == "fused", "without triton, Inductor's bodies"
@@ -43,7 +43,7 @@ def test_auto_is_the_fast_path_on_cuda_and_the_reference_on_the_cpu(monkeypatch)
 
 def test_auto_leaves_muon_steps_eager_until_checked_on_a_gpu():
     muon = TrainConfig(optimizer="muon")
-    assert resolve_fast_path(muon, CUDA) == FastPath(router="triton", compile=True, cuda_graph=False)
+    assert resolve_fast_path(muon, CUDA) == FastPath(router="triton_virtual", compile=True, cuda_graph=False)
     assert resolve_fast_path(TrainConfig(optimizer="muon", cuda_graph=True), CUDA).cuda_graph
     assert resolve_fast_path(muon, CPU).cuda_graph is False
 
