@@ -6,8 +6,9 @@ sum), so each source is read twice. Here one program owns a block of rows (one r
 D = 512, `_layout`): the forward makes one pass over the sources with an online softmax (running
 max and sum, as in flash attention); the backward makes two passes over the same rows in the same
 program (the centring term, then dV), the second from cache, and writes du and dbias as
-per-program partials. Which slots are loaded, rebuilt or stored is decided by predicated loads and
-stores, not branches, so the compiler can overlap one source's loads with the previous one's reduction.
+per-program partials. In the backward, which slots are loaded, rebuilt or stored is decided by
+predicated loads and stores, not branches, so the compiler can overlap one source's loads with the
+previous one's reduction (the forward measured better with its branches: `_source`).
 Measured on H100s (docs/performance.md): 12-26% less kernel time than Inductor's bodies a router call
 (with branches), then 10-36% less in the backward kernel without them; HAARES / Block AttnRes step
 time 1.215 on Inductor's bodies, 1.108 now.
@@ -62,17 +63,30 @@ def _only(cond, mask):
 
 
 @triton.jit
-def _source(m: tl.constexpr, srcs, halves, scales, prev, offs, row, mask, rmask, detail_bits, half_bits, scale_bits):
+def _source(m: tl.constexpr, srcs, halves, scales, prev, offs, row, mask, rmask, detail_bits, half_bits, scale_bits,
+            BRANCHES: tl.constexpr):
     """Source m of a row block, fp32 (ROWS, BLOCK_D): loaded, or rebuilt from the source before it.
-    Branch-free: each load is predicated on its slot's bits (a load whose mask is all false touches no
-    memory), so the compiler may issue the next source's loads before this one is reduced."""
-    detail = _bit(detail_bits, m)
-    half = _bit(half_bits, m)
-    loaded = tl.load(srcs[m] + offs, mask=_only(_clear(detail_bits, m), mask), other=0.0).to(tl.float32)
-    b_half = tl.load(halves[m] + offs, mask=_only(half, mask), other=0.0).to(tl.float32)
-    scale = tl.load(scales[m] + row, mask=_only(_bit(scale_bits, m), rmask), other=1.0).to(tl.float32)
-    rebuilt = tl.where(half, 2 * b_half - prev, prev) * scale[:, None]  # x * 1.0 is x: no scale, same bits
-    return tl.where(detail, rebuilt, loaded)
+    BRANCHES=False (the backward): each load is predicated on its slot's bits (a load whose mask is
+    all false touches no memory), so the compiler may issue the next source's loads before this one is
+    reduced: 10-36% less backward kernel time. BRANCHES=True (the forward): one branch per slot, which
+    measured the same up to 9 sources and 20% faster at 17 (docs/performance.md, "Branch-free kernels")."""
+    if BRANCHES:
+        if (detail_bits >> m) & 1:
+            v = prev
+            if (half_bits >> m) & 1:
+                v = 2 * tl.load(halves[m] + offs, mask=mask, other=0.0).to(tl.float32) - prev
+            if (scale_bits >> m) & 1:
+                v = v * tl.load(scales[m] + row, mask=rmask, other=0.0).to(tl.float32)[:, None]
+        else:
+            v = tl.load(srcs[m] + offs, mask=mask, other=0.0).to(tl.float32)
+    else:
+        half = _bit(half_bits, m)
+        loaded = tl.load(srcs[m] + offs, mask=_only(_clear(detail_bits, m), mask), other=0.0).to(tl.float32)
+        b_half = tl.load(halves[m] + offs, mask=_only(half, mask), other=0.0).to(tl.float32)
+        scale = tl.load(scales[m] + row, mask=_only(_bit(scale_bits, m), rmask), other=1.0).to(tl.float32)
+        rebuilt = tl.where(half, 2 * b_half - prev, prev) * scale[:, None]  # x * 1.0 is x: no scale, same bits
+        v = tl.where(_bit(detail_bits, m), rebuilt, loaded)
+    return v
 
 
 @triton.jit(do_not_specialize=["rows", "detail_bits", "half_bits", "scale_bits"])
@@ -92,7 +106,7 @@ def _route_forward(
     acc = tl.zeros((ROWS, BLOCK_D), tl.float32)
     prev = tl.zeros((ROWS, BLOCK_D), tl.float32)
     for m in tl.static_range(M):
-        v = _source(m, srcs, halves, scales, prev, offs, row, mask, rmask, detail_bits, half_bits, scale_bits)
+        v = _source(m, srcs, halves, scales, prev, offs, row, mask, rmask, detail_bits, half_bits, scale_bits, True)
         r = tl.rsqrt(tl.sum(v * v, axis=1) / D + eps)
         s = tl.sum(v * u, axis=1)
         logit = r * s + tl.load(bias_ptr + m).to(tl.float32)
@@ -135,7 +149,7 @@ def _backward_rows(
     mean_da = tl.zeros((ROWS,), tl.float32)
     prev = tl.zeros((ROWS, BLOCK_D), tl.float32)
     for m in tl.static_range(M):
-        v = _source(m, srcs, halves, scales, prev, offs, row, mask, rmask, detail_bits, half_bits, scale_bits)
+        v = _source(m, srcs, halves, scales, prev, offs, row, mask, rmask, detail_bits, half_bits, scale_bits, False)
         a = tl.exp(tl.load(logit_ptr + m * rows + row, mask=rmask, other=0.0) - top) / total
         mean_da += a * tl.sum(v * G, axis=1)
         prev = v
@@ -145,7 +159,7 @@ def _backward_rows(
     prev = tl.zeros((ROWS, BLOCK_D), tl.float32)
     held = tl.zeros((ROWS, BLOCK_D), tl.float32)  # a base's gradient, until its virtual detail adds in
     for m in tl.static_range(M):
-        v = _source(m, srcs, halves, scales, prev, offs, row, mask, rmask, detail_bits, half_bits, scale_bits)
+        v = _source(m, srcs, halves, scales, prev, offs, row, mask, rmask, detail_bits, half_bits, scale_bits, False)
         a = tl.exp(tl.load(logit_ptr + m * rows + row, mask=rmask, other=0.0) - top) / total
         r = tl.load(r_ptr + m * rows + row, mask=rmask, other=0.0)
         s = tl.load(s_ptr + m * rows + row, mask=rmask, other=0.0)
