@@ -176,7 +176,7 @@ def _backward_rows(
         to_half = 2 * scaled + tl.load(half_sums[m] + offs, mask=_only(virtual & half & _bit(half_sum_bits, m), mask),
                                        other=0.0).to(tl.float32)
         tl.store(half_grads[m] + offs, to_half, mask=_only(virtual & half, mask))
-        tl.store(grads[m - 1] + offs, joined, mask=_only(virtual, mask))  # m - 1 = -1 only where no slot is virtual
+        tl.store(grads[m - 1] + offs, joined, mask=_only(virtual, mask))  # slot 0 (the embedding) is never virtual
         base_of_next = _bit(virtual_bits, m + 1)
         tl.store(grads[m] + offs, grad, mask=_only(_clear(virtual_bits, m) & _clear(virtual_bits, m + 1), mask))
         held = tl.where(virtual, joined, tl.where(base_of_next, grad, held))  # base_of_next: store after it adds in
