@@ -214,7 +214,9 @@ class TrainConfig:
 
     # --- the fast path (haares/fastpath.py): same function, other implementation ---
     router: str = "auto"
-    """Router implementation: reference, fused, or auto (fused on CUDA, reference on the CPU)."""
+    """Router implementation: reference, fused (Inductor's bodies), triton (hand-written kernels, CUDA),
+    triton_virtual (the kernels, HAARES's details never materialised), or auto (triton_virtual on CUDA
+    with triton >= 3.3, else fused; reference on the CPU)."""
     compile: bool | None = None
     """torch.compile each sublayer and the routing glue; None = auto (on for CUDA, off on the CPU)."""
     cuda_graph: bool | None = None
