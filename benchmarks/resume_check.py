@@ -82,7 +82,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as work:
         out = resume_check(cfg, device=args.device, stop_at=args.stop_at, repeat=args.repeat, work=Path(work))
     print(f"{args.grid} {args.method} on {out['device']} ({out['fast_path']}), preempted after step {out['stopped_at']}")
-    for step, loss in out["evals"]["twin"]:
+    for step, _ in out["evals"]["twin"]:
         row = "  ".join(f"{name} {dict(curve)[step]:.6f}" for name, curve in out["evals"].items())
         print(f"step {step:>6}  {row}")
     print(f"largest |resumed - twin| {out['resumed_vs_twin']:.3g}"
