@@ -246,7 +246,7 @@ class FusedRoute:
         # virtual_details: HAARES need not materialise its half-split details (None in `values`): the
         # kernels rebuild each from its recipe in both directions and send its gradient to b and b^(h)
         # themselves (Inductor's bodies, where the kernels do not take a call, fold it in Python). Off
-        # by default until measured on a GPU (docs/performance.md).
+        # here; train.router=triton_virtual (auto's choice on CUDA, fastpath.py) turns it on.
         self.rebuilds_details = virtual_details
         inductor = InductorBodies(compiled=compiled)
         self.bodies = TritonBodies(inductor) if triton else inductor

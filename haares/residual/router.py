@@ -10,9 +10,12 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import get_args
 
 import torch
 from torch import nn
+
+from haares.config import RouterImplName
 
 
 def route(
@@ -79,7 +82,8 @@ class Router(nn.Module):
         return self.route_fn(values, self.w, self.gain, biases, self.eps, details)
 
 
-ROUTER_IMPLS = ("reference", "fused", "triton", "triton_virtual")
+# The config's names less "auto", which resolve_fast_path turns into one of these.
+ROUTER_IMPLS = tuple(name for name in get_args(RouterImplName) if name != "auto")
 
 
 def use_router(model: nn.Module, name: str, *, compiled: bool = False) -> None:
