@@ -10,8 +10,10 @@
 #     fused,triton,triton_virtual for an A/B on one machine; Standard has no router and runs once;
 #     triton_virtual differs from triton only for HAARES and runs for it alone
 #   DEADLINE=SECONDS (default 540): no process starts after it, and each is cut at it.
-# Needs no database and no datasets. Results go to /tmp/bench (bench-PRECISION-SCHEME-ROUTER.{json,log})
-# and, after every process, into OUTDIR/bench.tgz, so a call cut at its limit still brings back the rest.
+#   TAG=NAME (default bench): results go to /tmp/NAME and OUTDIR/NAME.tgz, so that two runs of one call
+#     (the code here and an old checkout's, run from its folder for an A/B) keep both.
+# Needs no database and no datasets. Results go to /tmp/TAG (bench-PRECISION-SCHEME-ROUTER.{json,log})
+# and, after every process, into OUTDIR/TAG.tgz, so a call cut at its limit still brings back the rest.
 set -uf  # no globbing: CHECKED holds `*`
 OUT=${1:?outdir}
 PRECISIONS=${2:-bf16}
@@ -20,7 +22,8 @@ CHECKED=${4:-}
 ROUTERS=${5:-auto}
 DEADLINE=${DEADLINE:-540}
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
-RES=/tmp/bench
+TAG=${TAG:-bench}
+RES=/tmp/$TAG
 mkdir -p "$RES"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$RES/gpu.txt"
 python3 -c 'import torch, triton; print(torch.__version__, "triton", triton.__version__)' >> "$RES/gpu.txt"
@@ -50,8 +53,8 @@ for precision in ${PRECISIONS//,/ }; do
         --steps 20 --warmup 3 --precision "$precision" $checks --json "$RES/$name.json" > "$RES/$name.log" 2>&1
       echo "exit $? after ${SECONDS}s"
       tail -4 "$RES/$name.log"
-      tar czf "$OUT/bench.tgz" -C "$RES" .
+      tar czf "$OUT/$TAG.tgz" -C "$RES" .
     done
   done
 done
-tar czf "$OUT/bench.tgz" -C "$RES" .
+tar czf "$OUT/$TAG.tgz" -C "$RES" .

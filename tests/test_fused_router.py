@@ -105,6 +105,30 @@ def test_a_detail_recipe_is_rebuilt_in_backward_not_saved(with_half):
         assert torch.equal(a, c)
 
 
+def test_a_recipe_that_fills_its_scale_routes_bit_for_bit_as_the_glue_computed_detail():
+    """Inductor's bodies (the kernels' fallback) fill a `Detail.fill` scale with `rms_scale` itself: the
+    same factor, routing and gradients as the detail next_sources materialised, bit for bit, and the
+    backward reads the filled scale."""
+    from haares.residual.haares import Detail
+    from haares.residual.recipes import rms_scale
+
+    vals, q, g, bias = _sources(m=3, dtype=torch.float32)
+    base, half = vals[1], vals[2]
+    with torch.no_grad():
+        want = rms_scale(2 * half - base, base, eps=1e-6, max_scale=10.0)
+    detail = (2 * half - base) * want
+    scale = torch.full_like(want, float("nan"))
+    plain = route_fused([vals[0], base, detail], q, g, bias, 1e-6)
+    fused = FusedRoute(virtual_details=True)
+    filled = fused([vals[0], base, None], q, g, bias, 1e-6, [Detail(2, 1, half, scale, fill=(1e-6, 10.0))])
+    assert torch.equal(scale, want) and torch.equal(plain, filled)
+    upstream = torch.randn_like(plain)
+    inputs = [*vals, q, g]
+    for a, c in zip(torch.autograd.grad((plain * upstream).sum(), inputs, retain_graph=True),
+                    torch.autograd.grad((filled * upstream).sum(), inputs), strict=True):
+        assert torch.equal(a, c)
+
+
 def test_haares_on_the_fused_router_saves_no_full_size_tensor_more_than_block_attnres():
     """HAARES's details are rebuilt in backward, so beyond Block AttnRes it saves only per-token
     scalars (routing weights, statistics, RMS factors): the memory target of the fast path."""

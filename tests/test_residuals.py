@@ -19,7 +19,8 @@ import haares.residual.haares as haares_module
 from haares.config import ModelConfig, ResidualName
 from haares.model import GPT, build_model
 from haares.residual import RESIDUALS, build_residual
-from haares.residual.haares import half_split_signs, random_signs, rms_match
+from haares.residual.haares import half_split_signs, random_signs
+from haares.residual.recipes import rms_match
 from haares.residual.router import Router, record_sources, route
 
 torch.set_num_threads(1)  # tiny models: extra threads only contend on the shared 2-core machine

@@ -189,8 +189,8 @@ def test_virtual_details_send_their_gradients_to_base_and_half(dtype, kernel_cal
 
 
 def test_haares_on_the_kernels_never_materialises_its_details(monkeypatch):
-    """On triton_virtual HAARES's glue returns no d_hat (routers rebuild it); on triton and the reference
-    it does."""
+    """On triton_virtual HAARES's glue returns no d_hat and no RMS factor (routers rebuild the detail
+    and compute its factor); on triton and the reference it returns both."""
     import haares.residual.haares as haares_module
     from haares.model import build_model
     from haares.residual.router import use_router
@@ -200,7 +200,7 @@ def test_haares_on_the_kernels_never_materialises_its_details(monkeypatch):
 
     def spy(*args, **kwargs):
         out = real(*args, **kwargs)
-        made.append(out[2] is not None)
+        made.append(out[2] is not None or out[3] is not None)  # d_hat or its RMS factor
         return out
 
     monkeypatch.setattr(haares_module, "next_sources", spy)
@@ -216,3 +216,26 @@ def test_haares_on_the_kernels_never_materialises_its_details(monkeypatch):
         assert made, "next_sources was not called"
         assert not any(made) if router == "triton_virtual" else all(made)
     assert torch.allclose(losses["reference"], losses["triton_virtual"], rtol=1e-6)
+
+
+@pytest.mark.parametrize("with_half", [False, True])
+def test_the_forward_kernel_fills_a_detail_scale_as_rms_scale_computes_it(with_half, kernel_calls):
+    """A recipe with `fill` (HAARES on triton_virtual): the forward kernel writes Eq. 7's factor of the
+    rebuilt detail against its base into the empty buffer, within fp32 rounding of `rms_scale`, and
+    routes with it as with the materialised detail; a max_scale below some factors clamps them."""
+    from haares.residual.recipes import rms_scale
+
+    e, x, y = (t.detach().float() for t in _leaves(3, seed=9))
+    base, half = 3 * x, 1.5 * x + 0.5 * y  # with b^(h), the detail is y: factors about 3
+    raw = (2 * half - base) if with_half else base
+    for max_scale in (10.0, 1.5):
+        want = rms_scale(raw, base, eps=1e-6, max_scale=max_scale)
+        scale = torch.full_like(want, float("nan"))
+        recipe = Detail(2, 1, half if with_half else None, scale, fill=(1e-6, max_scale))
+        query = torch.randn(48, generator=torch.Generator().manual_seed(10))
+        got = FusedRoute(triton=True, virtual_details=True)([e, base, None], query, torch.ones(48), None, 1e-6, [recipe])
+        assert torch.allclose(scale, want, rtol=1e-6, atol=0)
+        if with_half:  # (without, the detail is its base: factors 1 - 1e-6)
+            assert (max_scale == 10.0) == bool((want < max_scale).all()), "the clamp was not exercised"
+        assert torch.allclose(got, route([e, base, raw * want], query, torch.ones(48), None, 1e-6), rtol=1e-5, atol=1e-6)
+    assert kernel_calls["forward"] == 2

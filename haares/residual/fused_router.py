@@ -35,7 +35,7 @@ from collections.abc import Sequence
 import torch
 
 from haares.residual.compiled import CompiledFn
-from haares.residual.recipes import unpack_recipes
+from haares.residual.recipes import rms_scale, unpack_recipes, without_fills
 
 
 def _forward(values: list[torch.Tensor], u: torch.Tensor, biases: torch.Tensor, eps: float):
@@ -57,10 +57,20 @@ def _rebuild(values: list, recipes: tuple, extras: list) -> list[torch.Tensor]:
     """Fill the recipe slots of `values` from their recipes: (base or 2 * half - base) * scale, as in
     next_sources."""
     values = list(values)
-    for slot, base, half, scale in unpack_recipes(recipes, extras):
+    for slot, base, half, scale, _fill in unpack_recipes(recipes, extras):
         v = 2 * half - values[base] if half is not None else values[base]
         values[slot] = v * scale if scale is not None else v
     return values
+
+
+def _fill_scales(values: list, recipes: tuple, extras: list) -> None:
+    """Write the scale of each recipe that asks for it (`Detail.fill`): Eq. 7's factor of its detail
+    (base or 2 * half - base) against its base, by `rms_scale` itself, so bit for bit what next_sources
+    would have computed. (The kernels compute it in the pass that rebuilds the detail.)"""
+    for _slot, base, half, scale, fill in unpack_recipes(recipes, extras):
+        if fill is not None:
+            detail = 2 * half - values[base] if half is not None else values[base]
+            scale.copy_(rms_scale(detail, values[base], eps=fill[0], max_scale=fill[1]))
 
 
 def _fold(dV: list, recipes: tuple, extras: list, virtual: list, half_sums: list) -> list:
@@ -69,7 +79,7 @@ def _fold(dV: list, recipes: tuple, extras: list, virtual: list, half_sums: list
     b^(h) gets 2 * scale * g (added to its running sum). Sets dV[slot] to None; returns the halves'
     new running sums, per slot (None where there is none)."""
     half_grads: list = [None] * len(dV)
-    for slot, base, half, scale in unpack_recipes(recipes, extras):
+    for slot, base, half, scale, _fill in unpack_recipes(recipes, extras):
         if not virtual[slot]:
             continue
         g = dV[slot] if scale is None else dV[slot] * scale
@@ -150,7 +160,10 @@ class InductorBodies:
 
     def forward(self, values, u, biases, eps, recipes, extras):
         """-> h (B, T, D), the tensors to save (a, r, s; (M, B, T) each), a tag for backward (None).
-        Virtual slots (None) are built from their recipes first."""
+        Recipes that ask for it get their scales filled, then virtual slots (None) are built from
+        their recipes."""
+        if any(fill is not None for *_, fill in recipes):
+            _fill_scales(values, recipes, extras)
         if any(v is None for v in values):
             values = _rebuild(values, recipes, extras)
         h, a, r, s = self.forward_body(values, u, biases, eps)
@@ -196,7 +209,9 @@ class _FusedRoute(torch.autograd.Function):
         acc = functools.reduce(torch.promote_types, dtypes, torch.float32)
         u = (query * gain).to(acc)
         h, saved, tag = bodies.forward(list(values), u, biases.to(acc), eps, recipes, list(extras))
-        ctx.bodies, ctx.tag, ctx.recipes, ctx.totals, ctx.half_totals = bodies, tag, recipes, totals, half_totals
+        # Backward reads the scales forward filled.
+        ctx.bodies, ctx.tag, ctx.recipes = bodies, tag, without_fills(recipes)
+        ctx.totals, ctx.half_totals = totals, half_totals
         ctx.dtypes, ctx.acc, ctx.n_values, ctx.n_saved = dtypes, acc, len(values), len(saved)
         ctx.virtual = [v is None for v in values]
         ctx.n_tokens = len(tokens)
@@ -279,7 +294,9 @@ class FusedRoute:
         vals = list(values.unbind(0)) if isinstance(values, torch.Tensor) else list(values)
         if biases is None:
             biases = torch.zeros(len(vals), device=vals[0].device, dtype=torch.float32)
-        recipes = tuple((dt.slot, dt.base, dt.half is not None, dt.scale is not None) for dt in details)
+        if any(dt.fill is not None and dt.scale is None for dt in details):
+            raise ValueError("a Detail with fill needs its scale buffer")
+        recipes = tuple((dt.slot, dt.base, dt.half is not None, dt.scale is not None, dt.fill) for dt in details)
         extras = [t for dt in details for t in (dt.half, dt.scale) if t is not None]
         totals, tokens = zip(*(self._token(v) for v in vals), strict=True)
         # A virtual detail's gradient goes to its b^(h) through b^(h)'s running sum, so this router

@@ -6,37 +6,15 @@ config values read here, not copies of the code.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
 
 from haares.config import ModelConfig
 from haares.residual.base import Residual
+from haares.residual.recipes import rms_scale
 from haares.residual.router import Router
-
-
-def rms(z: torch.Tensor) -> torch.Tensor:
-    """Per-token RMS over the hidden dim: (..., D) -> (..., 1)."""
-    return z.pow(2).mean(-1, keepdim=True).sqrt()
-
-
-def rms_scale(d: torch.Tensor, b: torch.Tensor, *, eps: float, max_scale: float) -> torch.Tensor:
-    """Eq. 7's factor sg(min(rms(b) / (rms(d) + eps), max_scale)), per token: (B, T, D) -> (B, T, 1).
-
-    Computed without autograd: under a bare .detach() eager autograd would still save d and b for
-    the pow() whose gradient nothing asks for.
-    """
-    with torch.no_grad():
-        return (rms(b) / (rms(d) + eps)).clamp(max=max_scale)
-
-
-def rms_match(d: torch.Tensor, b: torch.Tensor, *, eps: float, max_scale: float) -> torch.Tensor:
-    """Eq. 7: d_hat = d * sg(min(rms(b) / (rms(d) + eps), max_scale)), per token; (B, T, D) -> (B, T, D).
-
-    The stop-gradient covers the whole factor, so gradient reaches d only through the product.
-    """
-    return d * rms_scale(d, b, eps=eps, max_scale=max_scale)
 
 
 def half_split_signs(blocks: int, block_size: int) -> torch.Tensor:
@@ -76,9 +54,11 @@ def next_sources(
     d is then returned as None. Other signs (random_sign) keep the running sum.
     d_hat is the source in the detail slot: RMS-matched d (Eq. 7; scale (B, T, 1) is its detached
     factor), raw d (w/o RMS matching; scale None) or a copy of b (Dup. b; scale None).
-    materialize=False (half-split signs only) returns d_hat as None: for a router that rebuilds the
-    detail from its recipe in both directions and sends its gradient to b and b^(h) itself
-    (`FusedRoute.rebuilds_details`), nothing reads it, so it is not written.
+    materialize=False (half-split signs only) returns d_hat and scale as None: for a router that
+    rebuilds the detail from its recipe in both directions and sends its gradient to b and b^(h)
+    itself (`FusedRoute.rebuilds_details`), nothing reads d_hat, so it is not written, and the first
+    router to read the detail computes its factor in the pass that rebuilds it (`Detail.fill`), so
+    this pass neither reads b^(h) nor reduces over rows: it is Block AttnRes's b + y.
     One pure function so the fast path can compile it into one kernel forward and one backward.
     """
     y = y.to(torch.promote_types(y.dtype, torch.float32))
@@ -90,10 +70,12 @@ def next_sources(
         d_now = d = sign * y if d is None else d + sign * y
     if detail == "dup_cumulative":
         return b, d, b, None  # "Dup. b": a second copy of the cumulative source
+    if not materialize:
+        return b, d, None, None
     if not rms_on:
-        return b, d, d_now if materialize else None, None  # "w/o RMS matching"
+        return b, d, d_now, None  # "w/o RMS matching"
     scale = rms_scale(d_now, b, eps=eps, max_scale=max_scale)
-    return b, d, d_now * scale if materialize else None, scale
+    return b, d, d_now * scale, scale
 
 
 @dataclass(frozen=True)
@@ -104,12 +86,20 @@ class Detail:
     computed; base is the router source at index `base` (the same block's b or b^(i)), half
     (B, T, D) is b^(h) (itself a source of an earlier router, so saved anyway), scale (B, T, 1) or
     None. Each detail saved this way frees one (B, T, D) fp32 tensor until backward.
+    fill = (eps, max_scale): scale is an unwritten buffer that the router reading this recipe first
+    fills with Eq. 7's factor of the rebuilt detail and its base (`rms_scale`), before using it;
+    later routers get the recipe without `fill` (`filled`). None: scale is already computed.
     """
 
     slot: int
     base: int
     half: torch.Tensor | None
     scale: torch.Tensor | None
+    fill: tuple[float, float] | None = None
+
+    def filled(self) -> Detail:
+        """This recipe once a router has filled its scale."""
+        return self if self.fill is None else replace(self, fill=None)
 
 
 class Haares(Residual):
@@ -177,17 +167,20 @@ class Haares(Residual):
         lean = self.detail == "half_split"  # detail sources a router can rebuild from b partials
         # A router that rebuilds them in both directions (the Triton kernels) gets no detail tensor at all.
         virtual = lean and getattr(self.routers[0].route_fn, "rebuilds_details", False)
+        # ... and computes each detail's RMS factor itself, in the first router that rebuilds it (Detail.fill).
+        fill = (self.rms_eps, self.rms_max_scale) if virtual and self.rms_on else None
         details: list[Detail] = []  # recipes of the completed details in `vals`
         k = 0
         for n in range(self.blocks):
             b = d = d_hat = b_half = None  # partials b_n^(i), d_n^(i), detail slot, b^(h); None at i = 1
-            made_from: tuple = (None, None)  # (b_half, scale) that d_hat was built with
+            made_from: tuple = (None, None, None)  # (b_half, scale, fill) that d_hat was built with
             for i in range(self.block_size):
                 if b is None:
                     h = self.routers[k](vals, torch.stack(bias), details)
                 else:
                     partial = [Detail(len(vals) + 1, len(vals), *made_from)] if lean else []
                     h = self.routers[k]([*vals, b, d_hat], torch.stack([*bias, zero, beta[n]]), [*details, *partial])
+                details = [dt.filled() for dt in details]
                 y = sublayers[k](h, rope)
                 # The partial detail depends on the current prefix, so it is rebuilt after every sublayer;
                 # after the last one it is the completed d_hat_n, computed once and reused below.
@@ -196,7 +189,9 @@ class Haares(Residual):
                     detail=self.detail, rms_on=self.rms_on, eps=self.rms_eps, max_scale=self.rms_max_scale,
                     materialize=not virtual,
                 )
-                made_from = (b_half, scale)
+                if fill is not None:  # filled by the router that reads it first (B, T, 1)
+                    scale = b.new_empty(*b.shape[:-1], 1)
+                made_from = (b_half, scale, fill)
                 if lean and i + 1 == self.block_size // 2:
                     b_half = b  # b^(h): the signs flip after this position (Eq. 3, A12)
                 k += 1

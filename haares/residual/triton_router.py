@@ -64,8 +64,10 @@ def _only(cond, mask):
 
 @triton.jit
 def _source(m: tl.constexpr, srcs, halves, scales, prev, offs, row, mask, rmask, detail_bits, half_bits, scale_bits,
-            BRANCHES: tl.constexpr):
+            BRANCHES: tl.constexpr, fill_bits=0, rms_eps=0.0, max_scale=0.0, D: tl.constexpr = 1):
     """Source m of a row block, fp32 (ROWS, BLOCK_D): loaded, or rebuilt from the source before it.
+    A slot in fill_bits (forward only) computes its scale, Eq. 7's sg(min(rms(base) / (rms(detail) +
+    rms_eps), max_scale)) per row, from the rebuilt detail and its base (`prev`), and stores it.
     BRANCHES=False (the backward): each load is predicated on its slot's bits (a load whose mask is
     all false touches no memory), so the compiler may issue the next source's loads before this one is
     reduced: 10-36% less backward kernel time. BRANCHES=True (the forward): one branch per slot, which
@@ -75,7 +77,12 @@ def _source(m: tl.constexpr, srcs, halves, scales, prev, offs, row, mask, rmask,
             v = prev
             if (half_bits >> m) & 1:
                 v = 2 * tl.load(halves[m] + offs, mask=mask, other=0.0).to(tl.float32) - prev
-            if (scale_bits >> m) & 1:
+            if (fill_bits >> m) & 1:
+                scale = tl.sqrt(tl.sum(prev * prev, axis=1) / D) / (tl.sqrt(tl.sum(v * v, axis=1) / D) + rms_eps)
+                scale = tl.minimum(scale, max_scale)
+                tl.store(scales[m] + row, scale, mask=rmask)
+                v = v * scale[:, None]
+            elif (scale_bits >> m) & 1:
                 v = v * tl.load(scales[m] + row, mask=rmask, other=0.0).to(tl.float32)[:, None]
         else:
             v = tl.load(srcs[m] + offs, mask=mask, other=0.0).to(tl.float32)
@@ -89,10 +96,10 @@ def _source(m: tl.constexpr, srcs, halves, scales, prev, offs, row, mask, rmask,
     return v
 
 
-@triton.jit(do_not_specialize=["rows", "detail_bits", "half_bits", "scale_bits"])
+@triton.jit(do_not_specialize=["rows", "detail_bits", "half_bits", "scale_bits", "fill_bits"])
 def _route_forward(
     srcs, halves, scales, u_ptr, bias_ptr, h_ptr, logit_ptr, norm_ptr, r_ptr, s_ptr,
-    rows, eps, detail_bits, half_bits, scale_bits,
+    rows, eps, detail_bits, half_bits, scale_bits, fill_bits, rms_eps, max_scale,
     M: tl.constexpr, D: tl.constexpr, BLOCK_D: tl.constexpr, ROWS: tl.constexpr,
 ):
     row = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
@@ -106,7 +113,8 @@ def _route_forward(
     acc = tl.zeros((ROWS, BLOCK_D), tl.float32)
     prev = tl.zeros((ROWS, BLOCK_D), tl.float32)
     for m in tl.static_range(M):
-        v = _source(m, srcs, halves, scales, prev, offs, row, mask, rmask, detail_bits, half_bits, scale_bits, True)
+        v = _source(m, srcs, halves, scales, prev, offs, row, mask, rmask, detail_bits, half_bits, scale_bits, True,
+                    fill_bits, rms_eps, max_scale, D)
         r = tl.rsqrt(tl.sum(v * v, axis=1) / D + eps)
         s = tl.sum(v * u, axis=1)
         logit = r * s + tl.load(bias_ptr + m).to(tl.float32)
@@ -234,17 +242,23 @@ def _bits(flags) -> int:
 
 
 class Recipes:
-    """`Detail` recipes as the kernels take them: per slot b^(h) and scale (or a stand-in), bit masks."""
+    """`Detail` recipes as the kernels take them: per slot b^(h) and scale (or a stand-in), bit masks
+    (detail, half, scale), and the slots whose scales the forward fills with their Eq. 7 parameters."""
 
     def __init__(self, n_sources: int, recipes: tuple, extras, stand_in: torch.Tensor) -> None:
         self.halves, self.scales = [stand_in] * n_sources, [stand_in] * n_sources
-        detail = [False] * n_sources
-        for slot, _base, half, scale in unpack_recipes(recipes, extras):
-            detail[slot] = True
+        detail, fills = [False] * n_sources, [None] * n_sources
+        for slot, _base, half, scale, fill in unpack_recipes(recipes, extras):
+            detail[slot], fills[slot] = True, fill
             self.halves[slot] = half if half is not None else stand_in
             self.scales[slot] = scale if scale is not None else stand_in
         self.bits = (_bits(detail), _bits(h is not stand_in for h in self.halves),
                      _bits(s is not stand_in for s in self.scales))
+        params = {fill for fill in fills if fill is not None}
+        if len(params) > 1:
+            raise ValueError(f"one router call fills scales with one (eps, max_scale), not {sorted(params)}")
+        # (fill bits, eps, max_scale); 0.0s where nothing is filled
+        self.fill = (_bits(f is not None for f in fills), *(params.pop() if params else (0.0, 0.0)))
 
 
 def supports(values, recipes: tuple, extras=()) -> bool:
@@ -279,7 +293,7 @@ def forward(values: list[torch.Tensor], u: torch.Tensor, biases: torch.Tensor, e
     book = Recipes(M, recipes, extras, stand_in=h)
     _route_forward[(triton.cdiv(rows, rows_per),)](
         _or(values, h), tuple(book.halves), tuple(book.scales), u, biases, h, logits, norm, r, s, rows, eps, *book.bits,
-        M=M, D=D, BLOCK_D=block_d, ROWS=rows_per, num_warps=warps,
+        *book.fill, M=M, D=D, BLOCK_D=block_d, ROWS=rows_per, num_warps=warps,
     )
     return h, (logits, norm, r, s)
 
