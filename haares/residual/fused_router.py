@@ -55,22 +55,16 @@ def _forward(values: list[torch.Tensor], u: torch.Tensor, biases: torch.Tensor, 
 
 def _rebuild(values: list, recipes: tuple, extras: list) -> list[torch.Tensor]:
     """Fill the recipe slots of `values` from their recipes: (base or 2 * half - base) * scale, as in
-    next_sources."""
+    next_sources. A recipe that asks for it (`Detail.fill`, forward only) first gets its scale written:
+    Eq. 7's factor of the unscaled detail against its base, by `rms_scale` itself, so bit for bit what
+    next_sources would have computed (the kernels compute it in the pass that rebuilds the detail)."""
     values = list(values)
-    for slot, base, half, scale, _fill in unpack_recipes(recipes, extras):
+    for slot, base, half, scale, fill in unpack_recipes(recipes, extras):
         v = 2 * half - values[base] if half is not None else values[base]
+        if fill is not None:
+            scale.copy_(rms_scale(v, values[base], eps=fill[0], max_scale=fill[1]))
         values[slot] = v * scale if scale is not None else v
     return values
-
-
-def _fill_scales(values: list, recipes: tuple, extras: list) -> None:
-    """Write the scale of each recipe that asks for it (`Detail.fill`): Eq. 7's factor of its detail
-    (base or 2 * half - base) against its base, by `rms_scale` itself, so bit for bit what next_sources
-    would have computed. (The kernels compute it in the pass that rebuilds the detail.)"""
-    for _slot, base, half, scale, fill in unpack_recipes(recipes, extras):
-        if fill is not None:
-            detail = 2 * half - values[base] if half is not None else values[base]
-            scale.copy_(rms_scale(detail, values[base], eps=fill[0], max_scale=fill[1]))
 
 
 def _fold(dV: list, recipes: tuple, extras: list, virtual: list, half_sums: list) -> list:
@@ -160,11 +154,9 @@ class InductorBodies:
 
     def forward(self, values, u, biases, eps, recipes, extras):
         """-> h (B, T, D), the tensors to save (a, r, s; (M, B, T) each), a tag for backward (None).
-        Recipes that ask for it get their scales filled, then virtual slots (None) are built from
-        their recipes."""
-        if any(fill is not None for *_, fill in recipes):
-            _fill_scales(values, recipes, extras)
-        if any(v is None for v in values):
+        Virtual slots (None) are built from their recipes first, and recipes that ask for it get their
+        scales filled."""
+        if any(v is None for v in values) or any(fill is not None for *_, fill in recipes):
             values = _rebuild(values, recipes, extras)
         h, a, r, s = self.forward_body(values, u, biases, eps)
         return h, (a, r, s), None
