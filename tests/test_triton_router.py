@@ -74,7 +74,15 @@ def _loss(route_fn, calls, queries, gain, biases):
     return total
 
 
-def test_kernels_match_the_float64_reference_with_recipes_and_shared_sources(kernel_calls):
+@pytest.fixture(params=["two passes", "from the output"])
+def centring(request, monkeypatch):
+    """Both ways the backward kernel takes its softmax centring term: a first pass over the sources, or
+    G . h from the forward's output (`CENTRE_FROM_OUTPUT_AT`: from 9 sources; here from 1 or never)."""
+    monkeypatch.setattr(triton_router, "CENTRE_FROM_OUTPUT_AT", 1 if request.param == "from the output" else 99)
+    return request.param
+
+
+def test_kernels_match_the_float64_reference_with_recipes_and_shared_sources(kernel_calls, centring):
     (e, b1, b_half, b2), scale, queries, gain, biases = _router_inputs()
     inputs = [e, b1, b_half, b2, *queries, gain, biases]
 
@@ -168,7 +176,7 @@ def _virtual_calls(e, b1, b_half, b2, scale, dtype):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_virtual_details_send_their_gradients_to_base_and_half(dtype, kernel_calls):
+def test_virtual_details_send_their_gradients_to_base_and_half(dtype, kernel_calls, centring):
     """A detail given only as its recipe (HAARES on the kernels): its gradient reaches its base and
     its b^(h), as autograd through the materialised detail would (float64 reference). float32 runs
     on the kernels; float64 falls back to Inductor's bodies and folds the gradient in Python."""

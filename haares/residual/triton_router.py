@@ -5,8 +5,9 @@ bandwidth, and its backward runs as four kernels (the da reduction, the dV pass,
 sum), so each source is read twice. Here one program owns a block of rows (one row and one warp at
 D = 512, `_layout`): the forward makes one pass over the sources with an online softmax (running
 max and sum, as in flash attention); the backward makes two passes over the same rows in the same
-program (the centring term, then dV), the second from cache, and writes du and dbias as
-per-program partials. In the backward, which slots are loaded, rebuilt or stored is decided by
+program (the softmax's centring term, then dV), the second from cache, or from 9 sources on one pass
+(the centring term as G . h, from the forward's output; `CENTRE_FROM_OUTPUT_AT`), and writes du and
+dbias as per-program partials. In the backward, which slots are loaded, rebuilt or stored is decided by
 predicated loads and stores, not branches, so the compiler can overlap one source's loads with the
 previous one's reduction (the forward measured better with its branches: `_source`).
 Measured on H100s (docs/performance.md): 12-26% less kernel time than Inductor's bodies a router call
@@ -38,6 +39,11 @@ MAX_SOURCES = 32
 MAX_WIDTH = 4096
 """Largest hidden size D: a program holds a block of rows of every source in registers."""
 BACKWARD_LOOP = 1
+CENTRE_FROM_OUTPUT_AT = 9
+"""Sources from which the backward takes its softmax centring term as G . h (h the forward's output, saved)
+instead of a first pass over the sources. Measured on one H100 at D = 512, 8192 rows, backward kernel us
+(docs/performance.md, "The centring term from the output"): M = 3 61 either way, M = 5 87 -> 95 (slower),
+M = 9 156 -> 155, M = 17 389 -> 281."""
 """Row blocks a backward program takes one after another (du's partials are this many times fewer).
 1 (no loop) is the code that was measured; benchmarks/router_kernels.py's ROWSxWARPSxLOOP layouts time others."""
 
@@ -137,9 +143,9 @@ def _route_forward(
 
 @triton.jit
 def _backward_rows(
-    row, srcs, halves, scales, sums, grads, half_sums, half_grads, g_ptr, u_ptr, logit_ptr, norm_ptr, r_ptr, s_ptr,
-    dl_ptr, rows, detail_bits, half_bits, scale_bits, sum_bits, virtual_bits, half_sum_bits,
-    M: tl.constexpr, D: tl.constexpr, BLOCK_D: tl.constexpr, ROWS: tl.constexpr,
+    row, srcs, halves, scales, sums, grads, half_sums, half_grads, g_ptr, h_ptr, u_ptr, logit_ptr, norm_ptr, r_ptr,
+    s_ptr, dl_ptr, rows, detail_bits, half_bits, scale_bits, sum_bits, virtual_bits, half_sum_bits,
+    M: tl.constexpr, D: tl.constexpr, BLOCK_D: tl.constexpr, ROWS: tl.constexpr, CENTRE_FROM_OUTPUT: tl.constexpr,
 ):
     """The backward of one block of rows: writes their dV and dl; returns their w summed over rows (BLOCK_D,).
     A virtual slot (a detail never materialised) writes no dV: d_hat = (base or 2 b^(h) - base) * scale,
@@ -153,16 +159,20 @@ def _backward_rows(
     G = tl.load(g_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     top = tl.load(norm_ptr + row, mask=rmask, other=0.0)
     total = tl.load(norm_ptr + rows + row, mask=rmask, other=1.0)
-    # Pass 1: mean_da = sum_m a_m (G . v_m), the softmax's centring term.
-    mean_da = tl.zeros((ROWS,), tl.float32)
-    prev = tl.zeros((ROWS, BLOCK_D), tl.float32)
-    for m in tl.static_range(M):
-        v = _source(m, srcs, halves, scales, prev, offs, row, mask, rmask, detail_bits, half_bits, scale_bits, False)
-        a = tl.exp(tl.load(logit_ptr + m * rows + row, mask=rmask, other=0.0) - top) / total
-        mean_da += a * tl.sum(v * G, axis=1)
-        prev = v
-    # Pass 2 (the same rows again, from L2): dV_m = a_m G + dl_m (r_m u - s_m r_m^3 v_m / D), plus the
-    # source's running sum; w = sum_m dl_m r_m v_m, summed over this block's rows for du.
+    # The softmax's centring term, mean_da = sum_m a_m (G . v_m).
+    if CENTRE_FROM_OUTPUT:  # = G . h, h = sum_m a_m v_m the forward's output: one row read, no pass over the sources
+        mean_da = tl.sum(G * tl.load(h_ptr + offs, mask=mask, other=0.0), axis=1)
+    else:  # a first pass over the sources (from L2 in the second)
+        mean_da = tl.zeros((ROWS,), tl.float32)
+        prev = tl.zeros((ROWS, BLOCK_D), tl.float32)
+        for m in tl.static_range(M):
+            v = _source(m, srcs, halves, scales, prev, offs, row, mask, rmask, detail_bits, half_bits, scale_bits,
+                        False)
+            a = tl.exp(tl.load(logit_ptr + m * rows + row, mask=rmask, other=0.0) - top) / total
+            mean_da += a * tl.sum(v * G, axis=1)
+            prev = v
+    # Then: dV_m = a_m G + dl_m (r_m u - s_m r_m^3 v_m / D), plus the source's running sum;
+    # w = sum_m dl_m r_m v_m, summed over this block's rows for du.
     w = tl.zeros((ROWS, BLOCK_D), tl.float32)
     prev = tl.zeros((ROWS, BLOCK_D), tl.float32)
     held = tl.zeros((ROWS, BLOCK_D), tl.float32)  # a base's gradient, until its virtual detail adds in
@@ -197,26 +207,27 @@ def _backward_rows(
 @triton.jit(do_not_specialize=["rows", "detail_bits", "half_bits", "scale_bits", "sum_bits", "virtual_bits",
                                "half_sum_bits"])
 def _route_backward(
-    srcs, halves, scales, sums, grads, half_sums, half_grads, g_ptr, u_ptr, logit_ptr, norm_ptr, r_ptr, s_ptr,
+    srcs, halves, scales, sums, grads, half_sums, half_grads, g_ptr, h_ptr, u_ptr, logit_ptr, norm_ptr, r_ptr, s_ptr,
     dl_ptr, du_ptr, rows, detail_bits, half_bits, scale_bits, sum_bits, virtual_bits, half_sum_bits,
     M: tl.constexpr, D: tl.constexpr, BLOCK_D: tl.constexpr, ROWS: tl.constexpr, LOOP: tl.constexpr,
+    CENTRE_FROM_OUTPUT: tl.constexpr,
 ):
     # LOOP row blocks a program, one after another: du's partials are LOOP times fewer.
     pid = tl.program_id(0)
     col = tl.arange(0, BLOCK_D)
     if LOOP == 1:  # no loop at all: the code that was measured (docs/performance.md)
         du = _backward_rows(
-            pid * ROWS + tl.arange(0, ROWS), srcs, halves, scales, sums, grads, half_sums, half_grads, g_ptr, u_ptr,
-            logit_ptr, norm_ptr, r_ptr, s_ptr, dl_ptr, rows, detail_bits, half_bits, scale_bits, sum_bits,
-            virtual_bits, half_sum_bits, M, D, BLOCK_D, ROWS,
+            pid * ROWS + tl.arange(0, ROWS), srcs, halves, scales, sums, grads, half_sums, half_grads, g_ptr, h_ptr,
+            u_ptr, logit_ptr, norm_ptr, r_ptr, s_ptr, dl_ptr, rows, detail_bits, half_bits, scale_bits, sum_bits,
+            virtual_bits, half_sum_bits, M, D, BLOCK_D, ROWS, CENTRE_FROM_OUTPUT,
         )
     else:
         du = tl.zeros((BLOCK_D,), tl.float32)
         for i in tl.range(LOOP):
             du += _backward_rows(
                 (pid * LOOP + i) * ROWS + tl.arange(0, ROWS), srcs, halves, scales, sums, grads, half_sums,
-                half_grads, g_ptr, u_ptr, logit_ptr, norm_ptr, r_ptr, s_ptr, dl_ptr, rows, detail_bits, half_bits,
-                scale_bits, sum_bits, virtual_bits, half_sum_bits, M, D, BLOCK_D, ROWS,
+                half_grads, g_ptr, h_ptr, u_ptr, logit_ptr, norm_ptr, r_ptr, s_ptr, dl_ptr, rows, detail_bits, half_bits,
+                scale_bits, sum_bits, virtual_bits, half_sum_bits, M, D, BLOCK_D, ROWS, CENTRE_FROM_OUTPUT,
             )
     tl.store(du_ptr + pid * D + col, du, mask=col < D)
 
@@ -282,7 +293,9 @@ def supports(values, recipes: tuple, extras=()) -> bool:
 def forward(values: list[torch.Tensor], u: torch.Tensor, biases: torch.Tensor, eps: float, recipes: tuple, extras):
     """values M x (B, T, D), u (D,) fp32, biases (M,), recipes and their extras (the slots they rebuild
     are rebuilt, not read) -> h (B, T, D) fp32 and the saved (logits (M, R), the softmax's max and sum
-    (2, R), r (M, R), s (M, R)); R = B * T rows."""
+    (2, R), r (M, R), s (M, R), h itself); R = B * T rows. h is saved for the backward's centring term
+    (G . h); it is the router's output, so where the sublayer's backward keeps h too, saving it costs
+    no memory."""
     shape = values[0].shape  # the embedding: never virtual
     D, M = shape[-1], len(values)
     rows = values[0].numel() // D
@@ -295,7 +308,7 @@ def forward(values: list[torch.Tensor], u: torch.Tensor, biases: torch.Tensor, e
         _or(values, h), tuple(book.halves), tuple(book.scales), u, biases, h, logits, norm, r, s, rows, eps, *book.bits,
         *book.fill, M=M, D=D, BLOCK_D=block_d, ROWS=rows_per, num_warps=warps,
     )
-    return h, (logits, norm, r, s)
+    return h, (logits, norm, r, s, h)
 
 
 def backward(values: list, dtypes: list, u: torch.Tensor, G: torch.Tensor, saved: tuple, recipes: tuple, extras,
@@ -306,7 +319,7 @@ def backward(values: list, dtypes: list, u: torch.Tensor, G: torch.Tensor, saved
     sums or None. Returns dV (M x (B, T, D), each in its source's dtype, its running sum added; None for
     virtual slots), du (D,) fp32, dbias (M,) fp32, and per virtual slot with a b^(h) that b^(h)'s new
     running sum (else None)."""
-    logits, norm, r, s = saved
+    logits, norm, r, s, h = saved
     M, rows = logits.shape
     D = G.shape[-1]
     block_d, rows_per, warps = _layout(D)
@@ -320,9 +333,10 @@ def backward(values: list, dtypes: list, u: torch.Tensor, G: torch.Tensor, saved
     du_parts = torch.empty(blocks, D, device=G.device, dtype=torch.float32)
     _route_backward[(blocks,)](
         shown, tuple(book.halves), tuple(book.scales), _or(sums, G), tuple(grads), _or(half_sums, G),
-        _or(half_grads, G), G.contiguous(), u, logits, norm, r, s, dl, du_parts,
+        _or(half_grads, G), G.contiguous(), h, u, logits, norm, r, s, dl, du_parts,
         rows, *book.bits, _bits(x is not None for x in sums), _bits(virtual), _bits(x is not None for x in half_sums),
-        M=M, D=D, BLOCK_D=block_d, ROWS=rows_per, LOOP=BACKWARD_LOOP, num_warps=warps,
+        M=M, D=D, BLOCK_D=block_d, ROWS=rows_per, LOOP=BACKWARD_LOOP, CENTRE_FROM_OUTPUT=M >= CENTRE_FROM_OUTPUT_AT,
+        num_warps=warps,
     )
     return [None if virtual[m] else g for m, g in enumerate(grads)], du_parts.sum(0), dl.sum(1), half_grads
 
