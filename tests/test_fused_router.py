@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from haares.config import ModelConfig
-from haares.equivalence import equivalence, randomize_routers
+from haares.equivalence import PLAIN, equivalence, prepare_model, randomize_routers
 from haares.fastpath import FastPath
 from haares.model import build_model
 from haares.residual.fused_router import FusedRoute, route_fused
@@ -162,6 +162,53 @@ def test_sources_read_by_several_routers_get_the_sum_of_their_gradients():
     for a, c in zip(grads_ref, grads_fused, strict=True):
         assert torch.allclose(a, c, rtol=1e-10, atol=1e-12)
     assert fused._shared and all(total.grad is None for _, total, _ in fused._shared.values())
+
+
+@pytest.mark.parametrize("table_grad", [True, False])
+def test_routers_sharing_a_bias_table_read_its_prefixes_and_sum_its_gradient(table_grad):
+    """HAARES's routers take one bias table and use its first M entries: values and the table's gradient
+    (one running sum over the routers, float64) are the reference's; a table that needs no gradient
+    gets none; a table shorter than the sources is refused."""
+    vals, q, g, _ = _sources(m=5)
+    table = torch.randn(7, dtype=torch.float64, generator=torch.Generator().manual_seed(3)).requires_grad_(table_grad)
+    calls = [vals[:3], vals, vals[:5], vals[:1]]
+    upstream = [torch.randn(2, 3, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(k)) for k in range(4)]
+
+    def loss(route_fn):
+        return sum((route_fn(srcs, q, g, table, 1e-6) * up).sum() for srcs, up in zip(calls, upstream, strict=True))
+
+    inputs = [*vals, q, g, *([table] if table_grad else [])]
+    grads_ref = torch.autograd.grad(loss(route), inputs)
+    fused = FusedRoute()
+    grads_fused = torch.autograd.grad(loss(fused), inputs)
+    assert len(grads_ref) == len(inputs)
+    for a, c in zip(grads_ref, grads_fused, strict=True):
+        assert torch.allclose(a, c, rtol=1e-10, atol=1e-12)
+    if table_grad:
+        assert grads_fused[-1][5:].abs().max() == 0 and grads_fused[-1][:5].abs().min() > 0
+    assert all(total.grad is None for _, total, _ in fused._shared.values())
+    with pytest.raises(ValueError, match="5 sources need at least 5 biases, got 4"):
+        fused(vals, q, g, table[:4], 1e-6)
+
+
+@pytest.mark.parametrize("router", ["fused", "triton_virtual"])
+def test_haares_detail_biases_get_the_reference_gradient(router):
+    """beta (N,) is two numbers among thousands, so the models' all-parameter checks would hide a wrong
+    gradient for it; compared alone here (its routers share one bias table and its running sum)."""
+    if router.startswith("triton"):
+        pytest.importorskip("haares.residual.triton_router")
+    cfg = ModelConfig(d_model=32, d_ff=64, n_layers=4, n_heads=2, blocks=2, vocab_size=64, residual="haares",
+                      detail_bias_init=0.3)
+    tok = torch.randint(0, 64, (2, 17), generator=torch.Generator().manual_seed(1))
+    grads = []
+    for path in (PLAIN, FastPath(router=router, compile=False, cuda_graph=False)):
+        model = prepare_model(cfg, device=torch.device("cpu"), fast=path)
+        randomize_routers(model, seed=2)
+        model(tok[:, :-1], tok[:, 1:])[1].backward()
+        grads.append(model.residual.beta.grad)
+    ref, got = grads
+    assert ref.shape == (2,) and ref.abs().min() > 0
+    assert torch.allclose(got, ref, rtol=1e-5, atol=1e-8), (got, ref)
 
 
 @pytest.mark.slow

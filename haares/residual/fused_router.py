@@ -191,19 +191,31 @@ class TritonBodies:
         return self.kernels.backward(*args) if tag else self.fallback.backward(None, *args)
 
 
+def _bias_gradient(total: GradientSum | None, dbias: torch.Tensor, n_biases: int) -> torch.Tensor | None:
+    """This call's dbias (M,) for a bias table of n_biases >= M entries: added into the table's running
+    sum where it has one (returns None: the table's token hands the sum over), else zero-padded to n_biases."""
+    if total is None:
+        return torch.nn.functional.pad(dbias, (0, n_biases - len(dbias)))
+    if total.grad is None:
+        total.grad = dbias.new_zeros(n_biases)
+    total.grad[: len(dbias)] += dbias  # the sum is this instance's own until the token hands it over
+    return None
+
+
 class _FusedRoute(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, bodies, recipes, extras, totals, half_totals, values, query, gain, biases, eps, *tokens):
+    def forward(ctx, bodies, recipes, extras, totals, half_totals, bias_total, values, query, gain, biases, eps,
+                *tokens):
         # A virtual slot (None: a detail that was never materialised) has its base's dtype.
         bases = {slot: base for slot, base, *_ in recipes}
         dtypes = [v.dtype if v is not None else values[bases[m]].dtype for m, v in enumerate(values)]
         # Accumulate in fp32 at least (fp64 stays fp64, for gradcheck).
         acc = functools.reduce(torch.promote_types, dtypes, torch.float32)
         u = (query * gain).to(acc)
-        h, saved, tag = bodies.forward(list(values), u, biases.to(acc), eps, recipes, list(extras))
+        h, saved, tag = bodies.forward(list(values), u, biases[: len(values)].to(acc), eps, recipes, list(extras))
         # Backward reads the scales forward filled.
         ctx.bodies, ctx.tag, ctx.recipes = bodies, tag, without_fills(recipes)
-        ctx.totals, ctx.half_totals = totals, half_totals
+        ctx.totals, ctx.half_totals, ctx.bias_total, ctx.n_biases = totals, half_totals, bias_total, len(biases)
         ctx.dtypes, ctx.acc, ctx.n_values, ctx.n_saved = dtypes, acc, len(values), len(saved)
         ctx.virtual = [v is None for v in values]
         ctx.n_tokens = len(tokens)
@@ -233,10 +245,11 @@ class _FusedRoute(torch.autograd.Function):
         for half_total, grad in zip(ctx.half_totals, half_grads, strict=True):
             if half_total is not None:  # a virtual detail's b^(h): its running sum, this router's part added
                 half_total.grad = grad
+        dbias = _bias_gradient(ctx.bias_total, dbias, ctx.n_biases)
         dq = (du * gain.to(du.dtype)).to(query.dtype)
         dg = (du * query.to(du.dtype)).to(gain.dtype)
         # The sources' gradients went to their running sums; the tokens take none.
-        return (None, None, None, None, None, None, dq, dg, dbias, None, *([None] * ctx.n_tokens))
+        return (None, None, None, None, None, None, None, dq, dg, dbias, None, *([None] * ctx.n_tokens))
 
 
 class FusedRoute:
@@ -281,8 +294,10 @@ class FusedRoute:
         details: Sequence = (),
     ) -> torch.Tensor:
         """Same arguments and result as `router.route`: values (M, B, T, D) or M x (B, T, D); query,
-        key_gain (D,); biases (M,) or None; details: `Detail` recipes of sources to rebuild in
-        backward instead of saving. Returns (B, T, D)."""
+        key_gain (D,); biases (M,), a longer table whose first M entries are this call's, or None;
+        details: `Detail` recipes of sources to rebuild in backward instead of saving. Returns (B, T, D).
+        A bias table shared by many routers (HAARES's) keeps one running gradient sum, as a shared
+        source does: each router adds its dbias into it, so autograd adds nothing per router."""
         vals = list(values.unbind(0)) if isinstance(values, torch.Tensor) else list(values)
         if biases is None:
             biases = torch.zeros(len(vals), device=vals[0].device, dtype=torch.float32)
@@ -300,8 +315,11 @@ class FusedRoute:
         if any(h is not None and (any(h is v for v in vals) or sum(h is g for g in halves) > 1) for h in halves):
             raise ValueError("a virtual detail's b^(h) may not be a source of the same router, nor another's b^(h)")
         half_totals, half_tokens = zip(*(self._token(h) for h in halves), strict=True)
-        return _FusedRoute.apply(self.bodies, recipes, extras, totals, half_totals, vals, query, key_gain, biases,
-                                 eps, *(t for t in (*tokens, *half_tokens) if t is not None))
+        if len(biases) < len(vals):
+            raise ValueError(f"{len(vals)} sources need at least {len(vals)} biases, got {len(biases)}")
+        bias_total, bias_token = self._token(biases)
+        return _FusedRoute.apply(self.bodies, recipes, extras, totals, half_totals, bias_total, vals, query, key_gain,
+                                 biases, eps, *(t for t in (*tokens, *half_tokens, bias_token) if t is not None))
 
 
 # Drop-in for `router.route` (same arguments, same result up to rounding), O(M*B*T) saved memory;

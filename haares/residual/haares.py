@@ -115,7 +115,7 @@ class Haares(Residual):
       Eq. 9   logit_v = w_k . RMSNorm_{rho_k}(v) + beta_v; beta = 0 for e and b, beta_m for d_hat_m
       Eq. 10  h_{n,i} = sum_v softmax_v(logit_v) v
       Eq. 11  h_out = route_out({e, b_1..b_N})   (no details, no bias)
-    Code names: `vals`/`bias` = completed sources and their biases, `b`/`d` = partials,
+    Code names: `vals` = completed sources, `bias_table` = their biases (a prefix per router), `b`/`d` = partials,
     `beta` (N,) = learned parameter or fixed buffer, `signs` (N, S) buffer.
     Ablations (config): detail = half_split | random_sign (signs from sign_seed) | dup_cumulative
     (the detail slot holds a copy of b, keeping beta); detail_bias = "learned" | a fixed number;
@@ -161,8 +161,11 @@ class Haares(Residual):
 
     def forward(self, x0: torch.Tensor, sublayers: nn.ModuleList, rope: nn.Module) -> torch.Tensor:
         zero = x0.new_zeros(())
-        beta = self.beta.to(x0.dtype)  # (N,)
-        vals, bias = [x0], [zero]  # completed sources (B, T, D) and their logit biases (scalars)
+        # Every router's biases are a prefix of one table, (2N + 1,): source m = 2j (j >= 1), d_hat_j, has
+        # beta_j, the others 0. One table a step, not a stack of scalars per router: the fused router
+        # keeps one running gradient sum for it, so backward adds no small kernels per router.
+        bias_table = torch.stack([zero, *(x for beta_n in self.beta.to(x0.dtype).unbind(0) for x in (zero, beta_n))])
+        vals = [x0]  # completed sources (B, T, D); their biases are bias_table[: len(vals)]
         cum = [x0]  # readout sources: e, b_1..b_N
         lean = self.detail == "half_split"  # detail sources a router can rebuild from b partials
         # A router that rebuilds them in both directions (the Triton kernels) gets no detail tensor at all.
@@ -176,10 +179,10 @@ class Haares(Residual):
             made_from: tuple = (None, None, None)  # (b_half, scale, fill) that d_hat was built with
             for i in range(self.block_size):
                 if b is None:
-                    h = self.routers[k](vals, torch.stack(bias), details)
+                    h = self.routers[k](vals, bias_table, details)
                 else:
                     partial = [Detail(len(vals) + 1, len(vals), *made_from)] if lean else []
-                    h = self.routers[k]([*vals, b, d_hat], torch.stack([*bias, zero, beta[n]]), [*details, *partial])
+                    h = self.routers[k]([*vals, b, d_hat], bias_table, [*details, *partial])
                 details = [dt.filled() for dt in details]
                 y = sublayers[k](h, rope)
                 # The partial detail depends on the current prefix, so it is rebuilt after every sublayer;
@@ -198,6 +201,5 @@ class Haares(Residual):
             if lean:
                 details.append(Detail(len(vals) + 1, len(vals), *made_from))
             vals += [b, d_hat]
-            bias += [zero, beta[n]]
             cum.append(b)
         return self.readout(cum)  # Eq. 11: cumulative sources only

@@ -31,7 +31,7 @@ def route(
     values:   (M, B, T, D) tensor or a list of M tensors (B, T, D); the raw sources
     query:    (D,) pseudo-query w
     key_gain: (D,) key-norm gain rho
-    biases:   (M,) per-source logit bias, or None for all zero
+    biases:   (M,) per-source logit bias, a longer table whose first M entries are these, or None for all zero
     eps:      key-norm eps (the backbone RMSNorm eps)
     details:  `haares.residual.haares.Detail` recipes of sources the fused router rebuilds instead of saving; the
               reference ignores them (autograd saves its own stack of the sources)
@@ -41,7 +41,7 @@ def route(
     keys = V * torch.rsqrt(V.pow(2).mean(-1, keepdim=True) + eps) * key_gain  # (M, B, T, D)
     logits = keys @ query  # (M, B, T); no temperature, no 1/sqrt(d) (spec A9)
     if biases is not None:
-        logits = logits + biases.view(-1, 1, 1)
+        logits = logits + biases[: V.shape[0]].view(-1, 1, 1)
     alpha = logits.softmax(0)  # per token, over the source axis
     return (alpha.unsqueeze(-1) * V).sum(0)  # (B, T, D)
 
@@ -76,7 +76,8 @@ class Router(nn.Module):
     def forward(
         self, values: torch.Tensor | Sequence[torch.Tensor], biases: torch.Tensor | None = None, details: Sequence = ()
     ) -> torch.Tensor:
-        """values: M sources (B, T, D); biases: (M,) or None; details: recipes (see `route`) -> (B, T, D)."""
+        """values: M sources (B, T, D); biases: (M,), a longer table (see `route`) or None; details: recipes
+        (see `route`) -> (B, T, D)."""
         if self.recorder is not None:
             (self.recorder.readout if self.readout else self.recorder.sublayer).append(len(values))
         return self.route_fn(values, self.w, self.gain, biases, self.eps, details)
