@@ -39,13 +39,13 @@ MAX_SOURCES = 32
 MAX_WIDTH = 4096
 """Largest hidden size D: a program holds a block of rows of every source in registers."""
 BACKWARD_LOOP = 1
+"""Row blocks a backward program takes one after another (du's partials are this many times fewer).
+1 (no loop) is the code that was measured; benchmarks/router_kernels.py's ROWSxWARPSxLOOP layouts time others."""
 CENTRE_FROM_OUTPUT_AT = 9
 """Sources from which the backward takes its softmax centring term as G . h (h the forward's output, saved)
 instead of a first pass over the sources. Measured on one H100 at D = 512, 8192 rows, backward kernel us
 (docs/performance.md, "The centring term from the output"): M = 3 61 either way, M = 5 87 -> 95 (slower),
 M = 9 156 -> 155, M = 17 389 -> 281."""
-"""Row blocks a backward program takes one after another (du's partials are this many times fewer).
-1 (no loop) is the code that was measured; benchmarks/router_kernels.py's ROWSxWARPSxLOOP layouts time others."""
 
 
 @triton.jit
