@@ -44,7 +44,7 @@ def _call(route: FusedRoute, m: int, b: int, t: int, d: int, device: torch.devic
     return step, leaves
 
 
-def _kernel_us(fn, iters: int) -> dict[str, float]:
+def kernel_us(fn, iters: int) -> dict[str, float]:
     """Device microseconds per call of fn, by kernel name (torch.profiler): kernel time only, so the
     host's cost of an uncaptured router call (which `haares worker`'s CUDA graph removes) is left out."""
     from torch.profiler import ProfilerActivity, profile
@@ -74,8 +74,8 @@ def measure(impl: str, m: int, args, device, layout: str = "") -> dict:
     for _ in range(3):
         step()
     torch.cuda.synchronize()
-    kernels = _kernel_us(step, args.iters)
-    fwd_kernels = _kernel_us(lambda: step(False), args.iters)
+    kernels = kernel_us(step, args.iters)
+    fwd_kernels = kernel_us(lambda: step(False), args.iters)
     us, fwd_us = sum(kernels.values()) / 2, sum(fwd_kernels.values()) / 2
     source_bytes = leaves[0].numel() * 4
     moved = source_bytes * (3.5 * m + 2)  # see the module docstring
