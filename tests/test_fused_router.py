@@ -186,7 +186,7 @@ def test_routers_sharing_a_bias_table_read_its_prefixes_and_sum_its_gradient(tab
         assert torch.allclose(a, c, rtol=1e-10, atol=1e-12)
     if table_grad:
         assert grads_fused[-1][5:].abs().max() == 0 and grads_fused[-1][:5].abs().min() > 0
-    assert all(total.grad is None for _, total, _ in fused._shared.values())
+    assert fused._shared and all(total.grad is None for _, total, _ in fused._shared.values())
     with pytest.raises(ValueError, match="5 sources need at least 5 biases, got 4"):
         fused(vals, q, g, table[:4], 1e-6)
 
